@@ -1,0 +1,33 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+
+setup(
+    name="spark-retrieval",
+    version="0.1.0",
+    description="Spark-native training and evaluation of retrieval (recall) models for recommender systems",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["spark_retrieval", "spark_retrieval.*"]),
+    package_data={"spark_retrieval.data": ["bundled/*/*"]},
+    include_package_data=True,
+    install_requires=[
+        "pyspark>=4.3,<4.4",
+        "pyarrow>=15,<27",
+        "numpy>=1.26,<3",
+        "pandas>=2.1,<3",
+        "scipy>=1.11,<2",
+        "boto3>=1.34,<2",
+        "pyyaml>=6,<7",
+    ],
+    extras_require={
+        "dev": ["pytest>=8,<10"],
+        "torch": ["torch==2.13.0"],
+        # Built from source by scripts/install_horovod.sh (needs torch first and a C++17 compiler shim).
+        "horovod": ["horovod==0.28.1"],
+    },
+    entry_points={"console_scripts": ["spark-retrieval=spark_retrieval.cli:main"]},
+)

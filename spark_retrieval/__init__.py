@@ -1,0 +1,8 @@
+"""spark-retrieval: train and evaluate retrieval (recall) models for recommender systems on Spark."""
+
+from .evaluation import evaluate
+from .session import get_spark
+
+__version__ = "0.1.0"
+
+__all__ = ["evaluate", "get_spark", "__version__"]
