@@ -15,6 +15,7 @@ import importlib
 import json
 from typing import Any, Callable, ClassVar
 
+from pyspark import StorageLevel
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.sql import DataFrame, SparkSession
@@ -138,6 +139,17 @@ class RetrievalModel(Model, _ParamsMixin):
     def _transform(self, dataset: DataFrame) -> DataFrame:
         k = self.get("k") if self.hasParam("k") else 20
         return self.recommend(dataset, k)
+
+    def materialize(self) -> "RetrievalModel":
+        """Cache every table and compute it now, so training cost is paid here rather than in ``recommend``."""
+        for name, table in self.tables.items():
+            self.tables[name] = table.persist(StorageLevel.MEMORY_AND_DISK)
+            self.tables[name].count()
+        return self
+
+    def unpersist(self) -> None:
+        for table in self.tables.values():
+            table.unpersist()
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str, overwrite: bool = True) -> None:

@@ -1,0 +1,152 @@
+"""Run every model on one split with one evaluator, and report the table (Markdown, JSON).
+
+The library entry point is ``run_benchmark``; ``spark-retrieval benchmark`` is a thin CLI over it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+
+from .columns import ITEM_ID
+from .data.split import temporal_split
+from .errors import InvalidParameterError
+from .evaluation import evaluate
+from .models.base import RetrievalEstimator
+from .progress import SILENT, Progress
+
+
+def _global_hot(seed: int) -> RetrievalEstimator:
+    from .models import GlobalHot
+
+    return GlobalHot()
+
+
+# name → factory(seed); factories import lazily so optional dependencies (torch, horovod) stay optional.
+MODEL_FACTORIES: dict[str, Callable[[int], RetrievalEstimator]] = {
+    "global_hot": _global_hot,
+}
+# Rows of ``--models all``; presets that only reproduce old results are asked for by name.
+DEFAULT_MODELS: tuple[str, ...] = ("global_hot",)
+
+TABLE_COLUMNS = (
+    ("model", "model", "{}"),
+    ("precision", "P@{k}", "{:.4f}"),
+    ("recall", "R@{k}", "{:.4f}"),
+    ("map", "MAP@{k}", "{:.4f}"),
+    ("ndcg", "NDCG@{k}", "{:.4f}"),
+    ("hit_rate", "HR@{k}", "{:.4f}"),
+    ("coverage", "coverage", "{:.4f}"),
+    ("queries", "queries", "{:d}"),
+    ("fit_seconds", "fit s", "{:.1f}"),
+    ("recommend_seconds", "rec+eval s", "{:.1f}"),
+)
+
+
+def resolve_models(spec: str | list[str]) -> list[str]:
+    """``"all"`` or a comma-separated list → known model names, in the order given."""
+    names = list(DEFAULT_MODELS) if spec in ("all", ["all"]) else spec
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODEL_FACTORIES]
+    if unknown or not names:
+        raise InvalidParameterError(
+            f"unknown model name(s): {', '.join(unknown) or '(none given)'}; "
+            f"choose from: all, {', '.join(MODEL_FACTORIES)}"
+        )
+    return names
+
+
+@dataclass
+class BenchmarkResult:
+    dataset: str
+    k: int
+    split: dict[str, int]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "k": self.k, "split": self.split, "results": self.results, **self.settings}
+
+    def to_markdown(self) -> str:
+        header = [title.format(k=self.k) for _, title, _ in TABLE_COLUMNS]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for row in self.results:
+            cells = [fmt.format(row[key]) if row.get(key) is not None else "–" for key, _, fmt in TABLE_COLUMNS]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def write(self, output_dir: str) -> None:
+        """Write ``results.json`` and ``results.md``; each file appears whole or not at all."""
+        os.makedirs(output_dir, exist_ok=True)
+        split = ", ".join(f"{key} {value:,}" for key, value in self.split.items())
+        markdown = f"# Benchmark: {self.dataset}, K = {self.k}\n\nSplit: {split}.\n\n{self.to_markdown()}\n"
+        for name, text in (("results.json", json.dumps(self.to_json(), indent=2) + "\n"), ("results.md", markdown)):
+            handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=f".{name}.")
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.replace(temporary, os.path.join(output_dir, name))
+
+
+def run_benchmark(
+    spark: SparkSession,
+    ratings,
+    dataset: str,
+    models: list[str],
+    k: int = 20,
+    holdout: int = 3,
+    positive_threshold: float = 2.0,
+    seed: int = 0,
+    progress: Progress = SILENT,
+) -> BenchmarkResult:
+    """Split ``ratings`` once, then fit, recommend and evaluate each model on the same split."""
+    if not isinstance(k, int) or k < 1:
+        raise InvalidParameterError(f"k must be a positive integer, got {k!r}")
+    models = resolve_models(models)
+    split = temporal_split(ratings, holdout=holdout, positive_threshold=positive_threshold)
+    train = split.train.persist(StorageLevel.MEMORY_AND_DISK)
+    test = split.test.persist(StorageLevel.MEMORY_AND_DISK)
+    progress(f"splitting {dataset}: last {holdout} events per user held out, positives rated > {positive_threshold}")
+    counts = split.counts()
+    progress("split: " + ", ".join(f"{key} {value:,}" for key, value in counts.items()))
+    catalog = train.select(ITEM_ID).distinct().persist(StorageLevel.MEMORY_AND_DISK)
+
+    result = BenchmarkResult(
+        dataset=dataset,
+        k=k,
+        split=counts,
+        settings={
+            "holdout": holdout,
+            "positive_threshold": positive_threshold,
+            "seed": seed,
+            "spark": {"version": spark.version, "master": spark.sparkContext.master},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    for name in models:
+        estimator = MODEL_FACTORIES[name](seed)
+        progress(f"fitting {name}")
+        started = time.perf_counter()
+        model = estimator.fit(train)
+        model.materialize()
+        fit_seconds = time.perf_counter() - started
+        progress(f"recommending and evaluating {name} (fit {fit_seconds:.1f}s)")
+        started = time.perf_counter()
+        metrics = evaluate(model.recommend(test, k), test, k=k, catalog=catalog)
+        recommend_seconds = time.perf_counter() - started
+        model.unpersist()
+        row = {"model": name, **metrics, "fit_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
+        row["params"] = estimator.params_dict()
+        result.results.append(row)
+        progress(f"{name}: recall@{k} {metrics['recall']:.4f}, ndcg@{k} {metrics['ndcg']:.4f}")
+    for frame in (train, test, catalog):
+        frame.unpersist()
+    return result
