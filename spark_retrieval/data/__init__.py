@@ -1,0 +1,19 @@
+"""Data: MovieLens loaders and download, a user's own interactions, the temporal split and query context."""
+
+from .context import with_sequence_context
+from .download import download_movielens
+from .interactions import load_interactions, validate_interactions
+from .movielens import DATASETS, MovieLens, load_movielens
+from .split import Split, temporal_split
+
+__all__ = [
+    "DATASETS",
+    "MovieLens",
+    "Split",
+    "download_movielens",
+    "load_interactions",
+    "load_movielens",
+    "temporal_split",
+    "validate_interactions",
+    "with_sequence_context",
+]
