@@ -6,13 +6,13 @@
 #           torch must already be installed in it.
 #
 # Environment knobs (all optional):
-#   HOROVOD_VERSION       horovod version to install        (default 0.28.1)
+#   HVD_VERSION           horovod version to install        (default 0.28.1)
 #   HVD_WHEEL_CACHE       wheel cache root  (default ${XDG_CACHE_HOME:-$HOME/.cache}/spark-retrieval/wheels)
 #   HVD_FORCE_REBUILD=1   ignore any cached wheel and rebuild it
 #   HVD_BUILD_JOBS        parallel compile jobs             (default: nproc)
 #
 # Behaviour:
-#   * no-op (well under a second of work) when horovod.torch already imports with
+#   * no-op (one python start, ~2 s) when horovod.torch already imports with
 #     the wanted version and Gloo built;
 #   * otherwise installs the wheel cached for (horovod, torch, python, arch) if
 #     there is one, else builds it once (a few minutes) with
@@ -22,7 +22,7 @@
 # torch >= 2.1 headers need C++17; scripts/cxx17_wrapper.sh rewrites the flag.
 set -euo pipefail
 
-HVD_VERSION="${HOROVOD_VERSION:-0.28.1}"
+HVD_VERSION="${HVD_VERSION:-0.28.1}"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 WRAPPER="$SCRIPT_DIR/cxx17_wrapper.sh"
@@ -31,7 +31,7 @@ step() { printf '[install_horovod] %s\n' "$*"; }
 die()  { printf '[install_horovod] ERROR: %s\n' "$*" >&2; exit 1; }
 
 case "${1:-}" in
-  -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 [ "$#" -le 1 ] || die "usage: $0 [PYTHON]"
 
@@ -93,11 +93,22 @@ step "g++ $("$GXX_BIN" -dumpfullversion 2>/dev/null || "$GXX_BIN" -dumpversion),
 [ -x "$WRAPPER" ] || chmod +x "$WRAPPER" 2>/dev/null || die "compiler wrapper not executable: $WRAPPER"
 
 # ---------------------------------------------------------------- 3. runtime deps
-# horovod's install_requires (+cffi for torch, +setuptools/wheel to build).
-step "ensuring runtime deps (cloudpickle psutil pyyaml packaging cffi)"
-"$PY" -m pip install -q --disable-pip-version-check \
-  cloudpickle psutil pyyaml packaging 'cffi>=1.4.0' setuptools wheel \
-  || die "pip install of horovod runtime deps failed"
+# pip_ensure MODULE=REQUIREMENT...: pip-installs only the requirements whose module
+# is not importable (no network access at all when everything is present).
+pip_ensure() {
+  local pair mods=() reqs=() missing_reqs=()
+  for pair in "$@"; do mods+=("${pair%%=*}"); reqs+=("${pair#*=}"); done
+  local idx
+  for idx in $("$PY" - "${mods[@]}" <<'PYEOF'
+import importlib.util, sys
+print(" ".join(str(i) for i, m in enumerate(sys.argv[1:]) if importlib.util.find_spec(m) is None))
+PYEOF
+  ); do missing_reqs+=("${reqs[$idx]}"); done
+  [ "${#missing_reqs[@]}" -gt 0 ] || return 0
+  step "pip installing ${missing_reqs[*]}"
+  "$PY" -m pip install --disable-pip-version-check "${missing_reqs[@]}" >"$CACHE_DIR/pip-deps.log" 2>&1 \
+    || { tail -n 20 "$CACHE_DIR/pip-deps.log" >&2; die "pip install ${missing_reqs[*]} failed"; }
+}
 
 # ---------------------------------------------------------------- 4. wheel cache
 CACHE_ROOT="${HVD_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spark-retrieval/wheels}"
@@ -115,6 +126,10 @@ if command -v flock >/dev/null 2>&1; then
   fi
 fi
 
+# horovod's install_requires (cffi is added by its setup.py when torch is enabled).
+step "checking horovod runtime deps (cloudpickle psutil pyyaml packaging cffi)"
+pip_ensure cloudpickle=cloudpickle psutil=psutil yaml=pyyaml packaging=packaging 'cffi=cffi>=1.4.0'
+
 find_wheel() {
   local w
   for w in "$CACHE_DIR"/horovod-"$HVD_VERSION"-*.whl; do
@@ -125,6 +140,7 @@ find_wheel() {
 
 build_wheel() {
   local tmp bindir start
+  pip_ensure setuptools=setuptools wheel=wheel  # needed with --no-build-isolation
   tmp="$(mktemp -d "${TMPDIR:-/tmp}/hvd-build.XXXXXX")"
   bindir="$tmp/bin"
   mkdir -p "$bindir" "$tmp/wheel"
@@ -165,8 +181,8 @@ install_wheel() {
     >"$CACHE_DIR/install.log" 2>&1 || { tail -n 40 "$CACHE_DIR/install.log" >&2; die "pip install of $1 failed"; }
 }
 
-verify() {
-  "$PY" - "$HVD_VERSION" 2>&1 <<'PYEOF'
+verify() {  # prints one summary line on stdout; python's stderr goes to verify.log
+  "$PY" - "$HVD_VERSION" 2>"$CACHE_DIR/verify.log" <<'PYEOF'
 import sys
 import horovod
 import horovod.torch as hvd
@@ -184,7 +200,7 @@ if [ -n "$WHEEL" ] && [ "${HVD_FORCE_REBUILD:-0}" != 1 ]; then
     step "$out"
     exit 0
   fi
-  step "cached wheel does not work ($(printf '%s' "$out" | tail -n 1)); discarding it and rebuilding"
+  step "cached wheel does not work ($(tail -n 1 "$CACHE_DIR/verify.log")); discarding it and rebuilding"
   rm -f "$WHEEL"
 else
   rm -f "$CACHE_DIR"/horovod-"$HVD_VERSION"-*.whl
@@ -193,5 +209,5 @@ fi
 build_wheel
 WHEEL="$(find_wheel)"
 install_wheel "$WHEEL"
-out="$(verify)" || { printf '%s\n' "$out" >&2; die "horovod installed but verification failed"; }
+out="$(verify)" || { tail -n 20 "$CACHE_DIR/verify.log" >&2; die "horovod installed but verification failed"; }
 step "$out"
