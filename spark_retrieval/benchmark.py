@@ -30,12 +30,26 @@ def _global_hot(seed: int) -> RetrievalEstimator:
     return GlobalHot()
 
 
+def _item_cf(seed: int) -> RetrievalEstimator:
+    from .models import ItemCF
+
+    return ItemCF(seed=seed)
+
+
+def _swing(seed: int) -> RetrievalEstimator:
+    from .models import Swing
+
+    return Swing(seed=seed)
+
+
 # name → factory(seed); factories import lazily so optional dependencies (torch, horovod) stay optional.
 MODEL_FACTORIES: dict[str, Callable[[int], RetrievalEstimator]] = {
     "global_hot": _global_hot,
+    "item_cf": _item_cf,
+    "swing": _swing,
 }
 # Rows of ``--models all``; presets that only reproduce old results are asked for by name.
-DEFAULT_MODELS: tuple[str, ...] = ("global_hot",)
+DEFAULT_MODELS: tuple[str, ...] = ("global_hot", "item_cf", "swing")
 
 TABLE_COLUMNS = (
     ("model", "model", "{}"),

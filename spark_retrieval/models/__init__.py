@@ -2,11 +2,17 @@
 
 from .base import ItemToItemModel, RetrievalEstimator, RetrievalModel
 from .global_hot import GlobalHot, GlobalHotModel
+from .item_cf import ItemCF, ItemCFModel
+from .swing import Swing, SwingModel
 
 __all__ = [
     "GlobalHot",
     "GlobalHotModel",
+    "ItemCF",
+    "ItemCFModel",
     "ItemToItemModel",
     "RetrievalEstimator",
     "RetrievalModel",
+    "Swing",
+    "SwingModel",
 ]
