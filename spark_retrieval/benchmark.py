@@ -42,14 +42,28 @@ def _swing(seed: int) -> RetrievalEstimator:
     return Swing(seed=seed)
 
 
+def _als(seed: int) -> RetrievalEstimator:
+    from .models import ALS
+
+    return ALS(seed=seed)
+
+
+def _als_seed_preset(seed: int) -> RetrievalEstimator:
+    from .models import ALS
+
+    return ALS.seed_preset(seed=seed)
+
+
 # name → factory(seed); factories import lazily so optional dependencies (torch, horovod) stay optional.
 MODEL_FACTORIES: dict[str, Callable[[int], RetrievalEstimator]] = {
     "global_hot": _global_hot,
     "item_cf": _item_cf,
     "swing": _swing,
+    "als": _als,
+    "als_seed_preset": _als_seed_preset,
 }
 # Rows of ``--models all``; presets that only reproduce old results are asked for by name.
-DEFAULT_MODELS: tuple[str, ...] = ("global_hot", "item_cf", "swing")
+DEFAULT_MODELS: tuple[str, ...] = ("global_hot", "item_cf", "swing", "als")
 
 TABLE_COLUMNS = (
     ("model", "model", "{}"),

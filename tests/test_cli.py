@@ -26,16 +26,19 @@ def write_ml1m(folder, ratings=ML1M_RATINGS):
 def test_benchmark_end_to_end(spark, tmp_path, capsys):
     data = write_ml1m(tmp_path / "ml-1m")
     out = tmp_path / "out"
-    code = main(["benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--output", str(out)])
+    models = ["global_hot", "item_cf", "swing", "als"]
+    code = main(["benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--models", ",".join(models), "--output", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "| global_hot |" in captured.out and "R@5" in captured.out
+    assert "R@5" in captured.out
+    assert all(f"| {name} |" in captured.out for name in models)
     assert "fitting global_hot" in captured.err  # stage lines on stderr
     report = json.loads((out / "results.json").read_text())
     assert report["dataset"] == "ml-1m" and report["k"] == 5
     assert report["split"]["users"] == 8 and report["split"]["test_queries"] > 0
-    row = report["results"][0]
-    assert row["model"] == "global_hot" and row["queries"] == report["split"]["test_queries"]
+    assert [row["model"] for row in report["results"]] == models
+    row = report["results"][1]
+    assert row["queries"] == report["split"]["test_queries"] and row["params"]["k_neighbours"] == 100
     for key in ("precision", "recall", "map", "ndcg", "hit_rate", "coverage", "fit_seconds", "recommend_seconds", "params"):
         assert key in row
     assert "| global_hot |" in (out / "results.md").read_text()

@@ -5,6 +5,7 @@ from .download import download_movielens
 from .interactions import load_interactions, validate_interactions
 from .movielens import DATASETS, MovieLens, load_movielens
 from .split import Split, temporal_split
+from .synthetic import synthetic_interactions
 
 __all__ = [
     "DATASETS",
@@ -13,6 +14,7 @@ __all__ = [
     "download_movielens",
     "load_interactions",
     "load_movielens",
+    "synthetic_interactions",
     "temporal_split",
     "validate_interactions",
     "with_sequence_context",
