@@ -22,11 +22,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 say "installing spark-retrieval and its pinned dependencies"
-.venv/bin/python -m pip install -q --upgrade "pip>=24" wheel "setuptools>=70"
+.venv/bin/python -m pip install -q -c constraints.txt --upgrade pip wheel setuptools
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,torch]"
 .venv/bin/python -c "import spark_retrieval, pyspark, torch" || { echo "[setup] install failed" >&2; exit 1; }
 
 if [ "${SPARK_RETRIEVAL_SKIP_HOROVOD:-0}" != "1" ]; then
+  # Horovod's runtime dependencies, pinned like everything else, so its build script finds them present.
+  .venv/bin/python -m pip install -q -c constraints.txt cloudpickle psutil cffi packaging pyyaml
   bash scripts/install_horovod.sh .venv/bin/python
 fi
 touch .venv/.installed
