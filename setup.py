@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["spark_retrieval", "spark_retrieval.*"]),
-    package_data={"spark_retrieval.data": ["bundled/*/*"]},
+    package_data={"spark_retrieval": ["conf/*"], "spark_retrieval.data": ["bundled/*/*"]},
     include_package_data=True,
     install_requires=[
         "pyspark>=4.3,<4.4",
@@ -22,9 +22,10 @@ setup(
         "scipy>=1.11,<2",
         "boto3>=1.34,<2",
         "pyyaml>=6,<7",
+        "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10"],
+        "dev": ["pytest>=8,<10", "moto[server]>=5,<6"],
         "torch": ["torch==2.13.0"],
         # Built from source by scripts/install_horovod.sh (needs torch first and a C++17 compiler shim).
         "horovod": ["horovod==0.28.1"],

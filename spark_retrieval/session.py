@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Mapping
 
 from pyspark.sql import SparkSession
 
 DEFAULT_APP_NAME = "spark-retrieval"
+LOG_CONFIG = Path(__file__).parent / "conf" / "log4j2.properties"
 
 
 def _local_defaults(master: str) -> dict[str, str]:
@@ -27,6 +29,7 @@ def _local_defaults(master: str) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         "spark.driver.memory": os.environ.get("SPARK_RETRIEVAL_DRIVER_MEMORY", "6g"),
         "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}",
     }
 
 
