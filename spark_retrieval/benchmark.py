@@ -6,9 +6,6 @@ The library entry point is ``run_benchmark``; ``spark-retrieval benchmark`` is a
 from __future__ import annotations
 
 import datetime
-import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -113,15 +110,11 @@ class BenchmarkResult:
         return "\n".join(lines)
 
     def write(self, output_dir: str) -> None:
-        """Write ``results.json`` and ``results.md``; each file appears whole or not at all."""
-        os.makedirs(output_dir, exist_ok=True)
-        split = ", ".join(f"{key} {value:,}" for key, value in self.split.items())
-        markdown = f"# Benchmark: {self.dataset}, K = {self.k}\n\nSplit: {split}.\n\n{self.to_markdown()}\n"
-        for name, text in (("results.json", json.dumps(self.to_json(), indent=2) + "\n"), ("results.md", markdown)):
-            handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=f".{name}.")
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            os.replace(temporary, os.path.join(output_dir, name))
+        """Write ``results.json``, ``results.md`` and ``results.png`` (each whole or not at all) to a folder or an
+        ``s3://`` prefix; see ``report.write_report``."""
+        from .report import write_report
+
+        write_report(self, output_dir)
 
 
 def run_benchmark(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .errors import InvalidParameterError, UserError
 
@@ -22,7 +22,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
+class UserErrorParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line + exit 2, like every other user error
         raise UserError(f"{self.prog}: {message}")
 
@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .benchmark import MODEL_FACTORIES
     from .data.movielens import DATASETS
 
-    parser = _Parser(prog="spark-retrieval", description="Train and evaluate retrieval models on Spark.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = UserErrorParser(prog="spark-retrieval", description="Train and evaluate retrieval models on Spark.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=UserErrorParser)
 
     bench = commands.add_parser("benchmark", help="fit, recommend and evaluate models on one split; print the table")
     bench.add_argument("--dataset", default="ml-latest-small", help=f"one of {', '.join(DATASETS)}")
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--holdout", type=positive_int, default=3, help="events held out per user (default 3)")
     bench.add_argument("--positive-threshold", type=float, default=2.0, help="held-out events rated above this are queries")
     bench.add_argument("--master", help="Spark master URL when no session is active (default local[*])")
-    bench.add_argument("--output", help="folder for results.md and results.json")
+    bench.add_argument("--output", help="folder or s3:// prefix for results.md, results.json and results.png")
     bench.add_argument("--seed", type=int, default=0, help="seed for every random choice")
     bench.add_argument("--spark-progress", action="store_true", help="show Spark's console progress bar")
     bench.add_argument("--quiet", action="store_true", help="no stage lines on stderr")
@@ -62,6 +62,8 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         from .errors import DataNotFoundError
 
         raise DataNotFoundError(f"data folder not found: {args.data_dir}")
+    if args.output:
+        check_output(args.output)
     progress = Progress(enabled=not args.quiet)
     progress(f"starting Spark ({args.master or 'active session or local[*]'})")
     spark = get_spark(master=args.master, conf={"spark.ui.showConsoleProgress": str(args.spark_progress).lower()})
@@ -81,23 +83,39 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     print(result.to_markdown(), flush=True)
     if args.output:
         result.write(args.output)
-        progress(f"wrote {args.output}/results.md and results.json")
+        progress(f"wrote {args.output}/results.md, results.json and results.png")
     return 0
+
+
+def check_output(output: str) -> None:
+    """An ``s3://`` output must name a bucket we can reach; checked before Spark starts."""
+    from . import s3
+
+    if s3.is_s3_uri(output):
+        s3.require_bucket(output)
 
 
 COMMANDS = {"benchmark": run_benchmark_command}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def exit_code_of(run: Callable[[], int]) -> int:
+    """Run a command: its exit code, or one line on stderr and exit code 2 for a ``UserError``."""
     try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        return run()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def run() -> int:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+
+    return exit_code_of(run)
 
 
 if __name__ == "__main__":

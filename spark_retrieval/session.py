@@ -40,21 +40,39 @@ def get_spark(
 ) -> SparkSession:
     """Return the active SparkSession, or build a local one with loopback addresses and sane defaults.
 
-    When a session already exists (``spark-submit``, a notebook, a test fixture) it is returned as is and
-    ``master``/``conf`` are ignored, so library code never fights the cluster's own configuration.
-    Otherwise ``master`` defaults to ``local[*]`` and ``conf`` overrides the local defaults.
+    When a session already exists (a notebook, a test fixture) it is returned as is and ``master``/``conf``
+    are ignored, so library code never fights the cluster's own configuration. Under ``spark-submit`` the
+    submitted master and settings are kept (``master`` is ignored). Otherwise ``master`` defaults to
+    ``local[*]`` and ``conf`` overrides the local defaults.
     """
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    master = master or os.environ.get("SPARK_RETRIEVAL_MASTER", "local[*]")
-    settings = _local_defaults(master) if master.startswith("local") else {}
-    settings.update(conf or {})
-    builder = SparkSession.builder.master(master).appName(app_name)
+    submitted = _spark_submit_conf()
+    if submitted is not None:
+        # Launched by spark-submit: its --master and --conf win; local defaults only fill what it left unset.
+        master = submitted.get("spark.master", "local[*]")
+        settings = {k: v for k, v in _local_defaults(master).items() if k not in submitted} if master.startswith("local") else {}
+        settings.update(conf or {})
+        builder = SparkSession.builder.appName(submitted.get("spark.app.name", app_name))
+    else:
+        master = master or os.environ.get("SPARK_RETRIEVAL_MASTER", "local[*]")
+        settings = _local_defaults(master) if master.startswith("local") else {}
+        settings.update(conf or {})
+        builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_RETRIEVAL_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def _spark_submit_conf() -> dict[str, str] | None:
+    """The configuration spark-submit passed to this Python driver, or None when not launched by it."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    from pyspark import SparkConf
+
+    return dict(SparkConf().getAll())

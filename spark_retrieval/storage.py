@@ -80,3 +80,53 @@ def atomic_directory(spark: SparkSession, path: str, overwrite: bool = True) -> 
         raise OSError(f"could not publish {staging_path} to {path}")
     if backup is not None:
         fs.delete(backup, True)
+
+
+# -- small files (configs, reports, metrics) without Spark: local paths and s3:// through boto3 ---------
+
+
+def read_small_text(uri: str) -> str:
+    """A small text file from a local path or an ``s3://`` URI (works before Spark starts)."""
+    from . import s3
+    from .errors import DataNotFoundError, UserError
+
+    if s3.is_s3_uri(uri):
+        return s3.read_bytes(uri).decode("utf-8")
+    if "://" in uri and not uri.startswith("file://"):
+        raise UserError(f"{uri}: small files must be a local path or an s3:// URI")
+    path = uri.removeprefix("file://")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise DataNotFoundError(f"file not found: {uri}") from None
+
+
+def write_local_atomically(path: str, data: bytes) -> None:
+    """Write ``path`` via a temporary sibling and ``os.replace``: readers see the old or the new file, whole."""
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_small_text(uri: str, text: str, spark: SparkSession | None = None) -> None:
+    """Write a small text file: ``s3://`` through boto3, other URIs through Spark's filesystem, paths locally."""
+    from . import s3
+
+    if s3.is_s3_uri(uri):
+        s3.write_bytes(uri, text.encode("utf-8"))
+    elif "://" in uri and not uri.startswith("file://"):
+        write_text(spark or SparkSession.getActiveSession(), uri, text)
+    else:
+        write_local_atomically(uri.removeprefix("file://"), text.encode("utf-8"))

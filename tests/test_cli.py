@@ -42,7 +42,7 @@ def test_benchmark_end_to_end(spark, tmp_path, capsys):
     for key in ("precision", "recall", "map", "ndcg", "hit_rate", "coverage", "fit_seconds", "recommend_seconds", "params"):
         assert key in row
     assert "| global_hot |" in (out / "results.md").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md", "results.png"]
 
 
 @pytest.mark.parametrize(

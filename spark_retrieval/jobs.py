@@ -1,0 +1,196 @@
+"""The ``jobs/*.py`` spark-submit entry points: one function per job, plus argument and error handling.
+
+Layout under the config's ``output`` (a local path or any URI Spark writes)::
+
+    split/train, split/test        parquet, written by prepare
+    models/<model.name>/           RetrievalModel.save (tables + metadata.json), written by train
+    metrics/<model.name>.json      written by evaluate
+    benchmark/results.{md,json,png} written by benchmark
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable, Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+
+from .config import ConfigError, JobConfig, load_config
+from .errors import UserError
+from .models.base import RetrievalEstimator
+from .progress import Progress
+
+
+def build_estimator(config: JobConfig) -> RetrievalEstimator:
+    """The configured model: the benchmark's factory (seeded), then ``model.params`` set on it."""
+    from .benchmark import MODEL_FACTORIES
+
+    if config.model is None:
+        raise ConfigError(f"{config.source}: missing required key 'model' (model: {{name: …, params: {{…}}}})")
+    name, params = config.model.name, config.model.params
+    if name not in MODEL_FACTORIES:
+        raise ConfigError(f"{config.source}: model.name: unknown model {name!r}; choose from: {', '.join(MODEL_FACTORIES)}")
+    estimator = MODEL_FACTORIES[name](config.seed)
+    for key, value in params.items():
+        if not estimator.hasParam(key):
+            allowed = ", ".join(sorted(p.name for p in estimator.params))
+            raise ConfigError(f"{config.source}: unknown key 'model.params.{key}' for {name}; allowed: {allowed}")
+        try:
+            estimator._set(**{key: value})
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{config.source}: model.params.{key}: {error}") from None
+    try:
+        estimator.validate_params()
+    except UserError as error:
+        raise ConfigError(f"{config.source}: model.params: {error}") from None
+    return estimator
+
+
+def validate(config: JobConfig, job: str) -> None:
+    """Every check that needs no Spark, so a bad config fails in milliseconds."""
+    from .benchmark import resolve_models
+    from .data.movielens import DATASETS
+
+    if config.data.dataset not in DATASETS:
+        raise ConfigError(f"{config.source}: data.dataset: unknown dataset {config.data.dataset!r}; choose from: {', '.join(DATASETS)}")
+    for key, value in (("k", config.k), ("data.holdout", config.data.holdout)):
+        if value < 1:
+            raise ConfigError(f"{config.source}: {key}: expected a positive integer, got {value}")
+    if job in ("train", "evaluate"):
+        build_estimator(config)
+    if job == "benchmark":
+        from .cli import check_output
+
+        try:
+            resolve_models(config.models)
+        except UserError as error:
+            raise ConfigError(f"{config.source}: models: {error}") from None
+        check_output(config.path("benchmark"))
+
+
+# -- the jobs --------------------------------------------------------------------------------------
+
+
+def prepare(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
+    from .data.movielens import load_movielens
+    from .data.split import temporal_split
+
+    data = config.data
+    ratings = load_movielens(spark, data.dataset, data.path).ratings
+    split = temporal_split(ratings, holdout=data.holdout, positive_threshold=data.positive_threshold)
+    for part, frame in (("train", split.train), ("test", split.test)):
+        frame.write.mode("overwrite").parquet(config.path("split", part))
+        progress(f"wrote {config.path('split', part)}")
+
+
+def train(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
+    estimator = build_estimator(config)
+    progress(f"fitting {config.model.name}")
+    model = estimator.fit(read_split(spark, config, "train"))
+    model.save(model_path(config))
+    progress(f"saved {model_path(config)}")
+
+
+def evaluate(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
+    from .columns import ITEM_ID
+    from .evaluation import evaluate as evaluate_recommendations
+    from .models.base import RetrievalModel
+    from .storage import write_small_text
+
+    model = RetrievalModel.load(model_path(config))
+    test = read_split(spark, config, "test")
+    catalog = read_split(spark, config, "train").select(ITEM_ID).distinct()
+    progress(f"evaluating {config.model.name} at k = {config.k}")
+    metrics = evaluate_recommendations(model.recommend(test, config.k), test, k=config.k, catalog=catalog)
+    report = {"model": config.model.name, "dataset": config.data.dataset, "k": config.k, **metrics}
+    write_small_text(metrics_path(config), json.dumps(report, indent=2) + "\n", spark)
+    print(json.dumps(report), flush=True)
+    progress(f"wrote {metrics_path(config)}")
+
+
+def benchmark(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
+    from .benchmark import run_benchmark
+    from .data.movielens import load_movielens
+
+    data = config.data
+    ratings = load_movielens(spark, data.dataset, data.path).ratings
+    result = run_benchmark(
+        spark,
+        ratings,
+        dataset=data.dataset,
+        models=config.models,
+        k=config.k,
+        holdout=data.holdout,
+        positive_threshold=data.positive_threshold,
+        seed=config.seed,
+        progress=progress,
+    )
+    print(result.to_markdown(), flush=True)
+    result.write(config.path("benchmark"))
+    progress(f"wrote {config.path('benchmark')}")
+
+
+JOBS: dict[str, Callable[[SparkSession, JobConfig, Progress], None]] = {
+    "prepare": prepare,
+    "train": train,
+    "evaluate": evaluate,
+    "benchmark": benchmark,
+}
+
+
+def read_split(spark: SparkSession, config: JobConfig, part: str) -> DataFrame:
+    from .errors import DataNotFoundError
+    from .storage import path_exists
+
+    path = config.path("split", part)
+    if not path_exists(spark, path):
+        raise DataNotFoundError(f"{path} not found: run jobs/prepare.py with this config first")
+    return spark.read.parquet(path)
+
+
+def model_path(config: JobConfig) -> str:
+    return config.path("models", config.model.name)
+
+
+def metrics_path(config: JobConfig) -> str:
+    return config.path("metrics", f"{config.model.name}.json")
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+
+def start_spark(config: JobConfig) -> SparkSession:
+    """Under spark-submit its master and conf; otherwise a local session (``master`` from the config)."""
+    from .session import get_spark
+
+    return get_spark(master=config.master)
+
+
+def parse_arguments(job: str, argv: Sequence[str]) -> tuple[str, list[str], bool]:
+    from .cli import UserErrorParser
+
+    parser = UserErrorParser(prog=f"jobs/{job}.py", description=f"spark-retrieval {job} job")
+    parser.add_argument("--config", required=True, help="YAML config: a local path or an s3:// URI")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value by dotted key, e.g. model.params.k_neighbours=50")
+    parser.add_argument("--quiet", action="store_true", help="no stage lines on stderr")
+    args = parser.parse_args(argv)
+    return args.config, args.overrides, args.quiet
+
+
+def run_job(job: str, argv: Sequence[str]) -> int:
+    config_uri, overrides, quiet = parse_arguments(job, argv)
+    config = load_config(config_uri, overrides)
+    validate(config, job)
+    progress = Progress(enabled=not quiet)
+    progress(f"{job}: {config.source} → {config.output}")
+    JOBS[job](start_spark(config), config, progress)
+    return 0
+
+
+def main(job: str, argv: Sequence[str] | None = None) -> int:
+    """What ``jobs/<job>.py`` calls: exit code 0, or 2 with one line on stderr for a user error."""
+    from .cli import exit_code_of
+
+    return exit_code_of(lambda: run_job(job, sys.argv[1:] if argv is None else argv))
