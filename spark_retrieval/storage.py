@@ -113,6 +113,9 @@ def write_local_atomically(path: str, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide reports from other users
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
