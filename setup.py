@@ -12,7 +12,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["spark_retrieval", "spark_retrieval.*"]),
-    package_data={"spark_retrieval": ["conf/*"], "spark_retrieval.data": ["bundled/*/*"]},
+    package_data={
+        "spark_retrieval": ["conf/*"],
+        "spark_retrieval.data": ["bundled/*/*"],
+        "spark_retrieval.models.two_tower": ["schemas/*.yaml"],
+    },
     include_package_data=True,
     install_requires=[
         "pyspark>=4.3,<4.4",

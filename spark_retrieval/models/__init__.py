@@ -19,3 +19,14 @@ __all__ = [
     "Swing",
     "SwingModel",
 ]
+
+_TWO_TOWER = {"DSSM", "DSSMModel", "SimpleX", "SimpleXModel", "TwoTowerModel"}
+
+
+def __getattr__(name: str):
+    # Two-tower models need torch, an optional extra: imported on first use only.
+    if name in _TWO_TOWER:
+        from . import two_tower
+
+        return getattr(two_tower, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,145 @@
+"""Distributed training launchers behind one small interface.
+
+On the driver, ``get_launcher(backend, ...)`` returns a ``Launcher`` whose ``run(fn, *args)`` runs
+``fn(*args)`` on ``num_proc`` processes and returns the results it gets back (one per rank for Horovod,
+rank 0's for TorchDistributor, which only returns that one). Inside ``fn``, ``init_collective(backend)``
+gives the rank's ``Collective``: rank/size, and the few collective operations a training loop needs.
+
+Backends: ``horovod`` (``horovod.spark.run`` over Gloo), ``torch_distributor``
+(``pyspark.ml.torch.distributor.TorchDistributor``, DDP over Gloo) and ``local`` (one process: the
+driver itself; for debugging and single-process baselines).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable, Protocol, Sequence
+
+from pyspark.sql import SparkSession
+
+from ..errors import InvalidParameterError
+
+HOROVOD = "horovod"
+TORCH_DISTRIBUTOR = "torch_distributor"
+LOCAL = "local"
+BACKENDS = (HOROVOD, TORCH_DISTRIBUTOR, LOCAL)
+MAX_DEFAULT_NUM_PROC = 8
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class Launcher(Protocol):
+    backend: str
+    num_proc: int
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        """Run ``fn(*args)`` on every rank; the results that come back (rank 0's first)."""
+
+
+class Collective(Protocol):
+    rank: int
+    size: int
+    local_size: int
+
+    def prepare(self, module, optimizer) -> tuple[Callable, Any]:
+        """Sync parameters from rank 0 and return (the callable to run forward through, the optimizer to step)."""
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order."""
+
+    def sum(self, value: float) -> float:
+        """Sum of ``value`` over ranks."""
+
+    def close(self) -> None:
+        """Leave the process group."""
+
+
+def get_launcher(
+    backend: str,
+    spark: SparkSession,
+    num_proc: int,
+    nics: Sequence[str] | None = None,
+    start_timeout: int = 600,
+) -> Launcher:
+    """The launcher for ``backend``; fails at once (``MissingDependencyError``) when the backend is not installed."""
+    check_num_proc(num_proc)
+    if backend == HOROVOD:
+        from .horovod import HorovodLauncher
+
+        check_local_slots(spark, num_proc)
+        return HorovodLauncher(num_proc=num_proc, nics=nics, start_timeout=start_timeout)
+    if backend == TORCH_DISTRIBUTOR:
+        from .torch_distributor import TorchDistributorLauncher
+
+        return TorchDistributorLauncher(num_proc=num_proc, local_mode=is_local_master(spark))
+    if backend == LOCAL:
+        from .local import LocalLauncher
+
+        if num_proc != 1:
+            raise InvalidParameterError(f"backend='local' trains in the driver on one process, got num_proc={num_proc}")
+        return LocalLauncher()
+    raise InvalidParameterError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def init_collective(backend: str, nics: Sequence[str] | None = None) -> Collective:
+    """Join the process group of ``backend`` from inside a launched training function."""
+    if backend == HOROVOD:
+        from .horovod import HorovodCollective
+
+        return HorovodCollective()
+    if backend == TORCH_DISTRIBUTOR:
+        from .torch_distributor import TorchCollective
+
+        return TorchCollective(nics=nics)
+    if backend == LOCAL:
+        from .local import LocalCollective
+
+        return LocalCollective()
+    raise InvalidParameterError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def check_num_proc(num_proc: Any) -> None:
+    if not isinstance(num_proc, int) or isinstance(num_proc, bool) or num_proc < 1:
+        raise InvalidParameterError(f"num_proc must be a positive integer, got {num_proc!r}")
+
+
+def is_local_master(spark: SparkSession) -> bool:
+    master = spark.sparkContext.master
+    return master == "local" or master.startswith("local[")
+
+
+def local_cores(spark: SparkSession) -> int | None:
+    """Task slots of a ``local``/``local[N]``/``local[*]`` master; None on a cluster."""
+    master = spark.sparkContext.master
+    if master == "local":
+        return 1
+    match = re.fullmatch(r"local\[(\d+|\*)(?:,\s*\d+)?\]", master)
+    if not match:
+        return None
+    return (os.cpu_count() or 1) if match.group(1) == "*" else int(match.group(1))
+
+
+def default_num_proc(spark: SparkSession) -> int:
+    """One process per core the cluster offers (``local[N]``: N; a cluster: ``defaultParallelism``), at most 8."""
+    cores = local_cores(spark) or spark.sparkContext.defaultParallelism
+    return max(1, min(cores, MAX_DEFAULT_NUM_PROC))
+
+
+def check_local_slots(spark: SparkSession, num_proc: int) -> None:
+    # Horovod needs all num_proc Spark tasks running at once; a local master cannot grow more slots.
+    cores = local_cores(spark)
+    if cores is not None and num_proc > cores:
+        raise InvalidParameterError(
+            f"num_proc={num_proc} exceeds the {cores} task slot(s) of master {spark.sparkContext.master}; "
+            "Horovod would wait for tasks that never start"
+        )
+
+
+def default_nics(spark: SparkSession) -> list[str] | None:
+    """``['lo']`` when the driver binds to loopback (local runs, tests); None lets the backend choose."""
+    conf = spark.sparkContext.getConf()
+    host = conf.get("spark.driver.bindAddress", None) or conf.get("spark.driver.host", None) or ""
+    return ["lo"] if host in LOOPBACK_HOSTS else None

@@ -1,0 +1,201 @@
+"""The per-rank training loop, the same for every backend: ``train_on_rank(job)``.
+
+Each rank builds the network from the job's spec, joins the backend's process group, resumes from the
+checkpoint when there is one for this configuration, streams its share of the example files every
+epoch and steps the optimizer on gradients averaged over ranks. Rank 0 reports loss and samples/s to
+stderr and writes a checkpoint after each epoch, then returns the weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .network import build_network
+from .layout import LOG_Q, POSITIVE_ITEM
+from .objective import TrainingObjective, item_feature_columns
+from .shards import open_filesystem, rank_share, shuffled_batches, steps_per_epoch
+from .state import parameter_hash, state_to_bytes
+
+THREADS_VARIABLE = "SPARK_RETRIEVAL_TORCH_THREADS"
+
+
+@dataclass
+class TrainingJob:
+    """Everything a rank needs, picklable: sent to every process by the launcher."""
+
+    network: dict[str, Any]
+    loss: str
+    example_files: list[tuple[str, int]]
+    items_path: str
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    seed: int
+    fingerprint: str
+    backend: str
+    temperature: float = 1.0
+    margin: float = 0.0
+    negative_weight: float = 1.0
+    shuffle_buffer: int = 65536
+    checkpoint_dir: str | None = None
+    nics: Sequence[str] | None = None
+    verbose: bool = True
+    label: str = "two-tower"
+
+
+@dataclass
+class RankResult:
+    rank: int
+    parameter_hash: str
+    parameter_hashes: list[str] = field(default_factory=list)
+    state: bytes | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+def train_on_rank(job: TrainingJob) -> RankResult:
+    from ...distributed import init_collective
+
+    collective = init_collective(job.backend, job.nics)
+    try:
+        return _train(job, collective)
+    finally:
+        collective.close()
+
+
+def _train(job: TrainingJob, collective) -> RankResult:
+    torch.manual_seed(job.seed)
+    torch.set_num_threads(threads_per_process(collective.local_size))
+    network = build_network(job.network)
+    item_features, log_q = load_item_table(job.items_path, item_feature_columns(network))
+    objective = TrainingObjective(
+        network, job.loss, item_features, log_q, job.temperature, job.margin, job.negative_weight
+    )
+    optimizer = torch.optim.Adam(network.parameters(), lr=job.learning_rate, weight_decay=job.weight_decay)
+    step, optimizer = collective.prepare(objective, optimizer)
+
+    checkpoint = collective.broadcast_object(
+        load_checkpoint(job.checkpoint_dir, job.fingerprint) if collective.rank == 0 else None
+    )
+    start_epoch, history = 0, []
+    if checkpoint is not None:
+        network.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        start_epoch, history = checkpoint["epoch"] + 1, list(checkpoint["history"])
+        _report(job, collective, f"resuming from the checkpoint of epoch {start_epoch}/{job.epochs}")
+
+    columns = objective.batch_columns()
+    rank_batch = rank_batch_size(job.batch_size, collective.size)
+    steps = steps_per_epoch(job.example_files, collective.size, rank_batch)
+    for epoch in range(start_epoch, job.epochs):
+        record = _run_epoch(job, collective, objective, step, optimizer, columns, rank_batch, steps, epoch)
+        history.append(record)
+        _report(
+            job,
+            collective,
+            f"epoch {epoch + 1}/{job.epochs}: loss {record['loss']:.5f}, "
+            f"{record['samples_per_second']:,.0f} samples/s ({record['seconds']:.1f}s, {collective.size} proc)",
+        )
+        if collective.rank == 0 and job.checkpoint_dir:
+            save_checkpoint(
+                job.checkpoint_dir,
+                {
+                    "fingerprint": job.fingerprint,
+                    "epoch": epoch,
+                    "model": network.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
+
+    own_hash = parameter_hash(network)
+    hashes = collective.allgather_object(own_hash)
+    is_root = collective.rank == 0
+    return RankResult(
+        rank=collective.rank,
+        parameter_hash=own_hash,
+        parameter_hashes=hashes,
+        state=state_to_bytes(network.state_dict()) if is_root else None,
+        history=history if is_root else [],
+        start_epoch=start_epoch,
+    )
+
+
+def threads_per_process(processes_on_host: int) -> int:
+    """``SPARK_RETRIEVAL_TORCH_THREADS`` when set, else the host's cores shared among its training processes."""
+    configured = int(os.environ.get(THREADS_VARIABLE, "0") or 0)
+    return configured if configured > 0 else max(1, (os.cpu_count() or 1) // max(1, processes_on_host))
+
+
+def rank_batch_size(batch_size: int, size: int) -> int:
+    """``batch_size`` is per optimizer step over all processes, so results barely depend on their number."""
+    return max(1, math.ceil(batch_size / size))
+
+
+def _run_epoch(job, collective, objective, step, optimizer, columns, batch_size, steps, epoch) -> dict[str, float]:
+    objective.train()
+    started = time.perf_counter()
+    rng = np.random.default_rng([job.seed, epoch, collective.rank])
+    share = rank_share(job.example_files, collective.rank, collective.size, job.seed, epoch)
+    loss_sum, samples = 0.0, 0
+    for batch in shuffled_batches(share, columns, batch_size, steps, job.shuffle_buffer, rng):
+        tensors = {name: torch.from_numpy(values.astype(np.int64, copy=False)) for name, values in batch.items()}
+        optimizer.zero_grad()
+        loss = step(tensors)
+        loss.backward()
+        optimizer.step()
+        size = len(tensors[columns[0]])
+        loss_sum += float(loss.detach()) * size
+        samples += size
+    seconds = time.perf_counter() - started
+    total_samples = collective.sum(samples)
+    total_loss = collective.sum(loss_sum)
+    return {
+        "epoch": epoch + 1,
+        "loss": total_loss / max(total_samples, 1),
+        "samples": int(total_samples),
+        "seconds": seconds,
+        "samples_per_second": total_samples / seconds if seconds > 0 else 0.0,
+    }
+
+
+def _report(job: TrainingJob, collective, message: str) -> None:
+    if job.verbose and collective.rank == 0:
+        print(f"[{job.label}] {message}", file=sys.stderr, flush=True)
+
+
+def load_item_table(path: str, columns: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Item-tower inputs indexed by item index (row 0 = unknown), and log q per item index."""
+    fs, root = open_filesystem(path)
+    table = pq.read_table(root, filesystem=fs)
+    index = table.column(POSITIVE_ITEM).to_numpy()
+    size = int(index.max()) + 1 if len(index) else 1
+    features = {}
+    for column in columns:
+        values = table.column(column).combine_chunks()
+        if pa.types.is_list(values.type):
+            flat = values.flatten().to_numpy()
+            width = len(flat) // max(len(values), 1)
+            dense = np.zeros((size, width), dtype=np.int64)
+            dense[index] = flat.reshape(len(values), width)
+        else:
+            dense = np.zeros(size, dtype=np.int64)
+            dense[index] = values.to_numpy()
+        features[column] = torch.from_numpy(dense)
+    log_q = np.zeros(size, dtype=np.float32)
+    log_q[index] = table.column(LOG_Q).to_numpy()
+    return features, torch.from_numpy(log_q)

@@ -1,0 +1,185 @@
+"""DSSM and SimpleX end to end on tiny data, trained in the driver (backend='local'); the distributed
+backends are covered in test_distributed.py."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from spark_retrieval.columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS, SCORE, USER_ID
+from spark_retrieval.data.split import temporal_split
+from spark_retrieval.errors import EmptyDataError, InvalidParameterError, MalformedDataError, MissingDependencyError
+from spark_retrieval.models.base import RetrievalModel
+from spark_retrieval.models.two_tower import DSSM, DSSMModel, SimpleX, SimpleXModel
+from spark_retrieval.models.two_tower import training as training_module
+
+pytestmark = pytest.mark.slow
+
+SCHEMA = "user_id long, item_id long, rating double, timestamp long"
+TINY = dict(backend="local", epochs=2, embedding_dim=8, batch_size=64, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def data(spark):
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(40):
+        for t in range(15):
+            item = (user + t) % 50 if rng.random() < 0.6 else int(rng.integers(0, 50))
+            rows.append((user, item, float(rng.integers(1, 6)), t))
+    ratings = spark.createDataFrame(rows, SCHEMA)
+    items = spark.createDataFrame([(i, [f"g{i % 4}", f"h{i % 3}"]) for i in range(50)], "item_id long, genres array<string>")
+    users = spark.createDataFrame(
+        [(u, "MF"[u % 2], 20 + u % 5, f"job{u % 3}") for u in range(40)], "user_id long, gender string, age int, occupation string"
+    )
+    split = temporal_split(ratings)
+    return split.train.cache(), split.test.cache(), items, users
+
+
+def dssm(data, **params):
+    _, _, items, users = data
+    return DSSM(**{**TINY, "hidden_dims": [16, 8], "item_features": items, "user_features": users, **params})
+
+
+def lists(recommendations):
+    return {r[QUERY_ID]: [(e[ITEM_ID], e[SCORE]) for e in r[RECOMMENDATIONS]] for r in recommendations.collect()}
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return dssm(data).fit(data[0])
+
+
+def test_recommendations_exclude_seen_items_and_are_ordered(data, fitted):
+    train, test, _, _ = data
+    recommendations = lists(fitted.recommend(test, 5))
+    seen = {}
+    for row in train.collect():
+        seen.setdefault(row[USER_ID], set()).add(row[ITEM_ID])
+    users = {r[QUERY_ID]: r[USER_ID] for r in test.collect()}
+    assert set(recommendations) == set(users)
+    for query, entries in recommendations.items():
+        assert len(entries) == 5
+        assert not {item for item, _ in entries} & seen[users[query]]
+        assert entries == sorted(entries, key=lambda e: (-e[1], e[0]))
+    history = fitted.training_history
+    assert [h["epoch"] for h in history] == [1, 2] and all(h["samples_per_second"] > 0 for h in history)
+
+
+def test_embeddings_for_export(data, fitted):
+    train, test, _, _ = data
+    items = fitted.item_embeddings()
+    assert items.columns == [ITEM_ID, "vector"]
+    assert items.count() == train.select(ITEM_ID).distinct().count()
+    users = fitted.user_embeddings(test)
+    assert users.columns == [QUERY_ID, USER_ID, "vector"]
+    vectors = np.array([r["vector"] for r in users.collect()])
+    assert vectors.shape == (test.count(), 8)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)  # normalize=True
+
+
+def test_save_load_round_trip_gives_identical_recommendations(data, fitted, tmp_path):
+    test = data[1]
+    path = str(tmp_path / "dssm")
+    fitted.save(path)
+    loaded = RetrievalModel.load(path)
+    assert isinstance(loaded, DSSMModel)
+    assert loaded.get("hidden_dims") == [16, 8] and loaded.get("exclude_seen") is True
+    assert lists(loaded.recommend(test, 5)) == lists(fitted.recommend(test, 5))
+    assert loaded.training_history == fitted.training_history
+
+
+def test_same_seed_on_one_process_gives_identical_recommendations(data, fitted):
+    train, test, _, _ = data
+    again = dssm(data).fit(train)
+    assert again.metadata["training"]["parameter_hashes"] == fitted.metadata["training"]["parameter_hashes"]
+    assert lists(again.recommend(test, 5)) == lists(fitted.recommend(test, 5))
+
+
+def test_sampled_softmax_without_side_features(data):
+    train, test, _, _ = data
+    model = DSSM(**TINY, hidden_dims=[16, 8], loss="sampled_softmax").fit(train)
+    assert {f.name for f in model.schema.user} == {"user_id", "last_item", "recent_items"}
+    assert all(len(entries) == 3 for entries in lists(model.recommend(test, 3)).values())
+
+
+def test_simplex_scores_are_cosines(data):
+    train, test, items, users = data
+    model = SimpleX(**TINY, num_negatives=8, item_features=items, user_features=users).fit(train)
+    assert isinstance(model, SimpleXModel)
+    scores = [score for entries in lists(model.recommend(test, 4)).values() for _, score in entries]
+    assert scores and all(-1.0 - 1e-6 <= s <= 1.0 + 1e-6 for s in scores)
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path, monkeypatch):
+    train = data[0]
+    real_save = training_module.save_checkpoint
+
+    def save_then_die(directory, checkpoint):
+        real_save(directory, checkpoint)
+        raise RuntimeError("simulated kill after the first epoch's checkpoint")
+
+    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        dssm(data, working_dir=str(tmp_path / "run")).fit(train)
+    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
+
+    resumed = dssm(data, working_dir=str(tmp_path / "run")).fit(train)
+    uninterrupted = dssm(data, working_dir=str(tmp_path / "fresh")).fit(train)
+    assert resumed.metadata["training"]["resumed_from_epoch"] == 1
+    assert [h["epoch"] for h in resumed.training_history] == [1, 2]
+    assert uninterrupted.metadata["training"]["resumed_from_epoch"] is None
+    assert resumed.metadata["training"]["parameter_hashes"] == uninterrupted.metadata["training"]["parameter_hashes"]
+
+    # Other hyper-parameters: the old checkpoint is not reused.
+    other = dssm(data, working_dir=str(tmp_path / "run"), learning_rate=0.01).fit(train)
+    assert other.metadata["training"]["resumed_from_epoch"] is None
+
+
+def test_bad_parameters_fail_at_construction():
+    with pytest.raises(InvalidParameterError, match="unknown loss 'hinge'"):
+        DSSM(loss="hinge")
+    with pytest.raises(InvalidParameterError, match="num_proc"):
+        DSSM(num_proc=0)
+    with pytest.raises(InvalidParameterError, match="backend"):
+        SimpleX(backend="mpi")
+    with pytest.raises(InvalidParameterError, match="hidden_dims"):
+        DSSM(hidden_dims=[])
+    with pytest.raises(InvalidParameterError, match="margin"):
+        SimpleX(margin=2.0)
+    with pytest.raises(TypeError, match="learning_rat"):
+        DSSM(learning_rat=0.1)
+
+
+def test_bad_data_fails_before_training(spark, data):
+    train, _, items, users = data
+    with pytest.raises(MalformedDataError, match="occupation"):
+        dssm(data, user_features=users.drop("occupation")).fit(train)
+    with pytest.raises(MalformedDataError, match="timestamp"):
+        dssm(data).fit(train.drop("timestamp"))
+    with pytest.raises(EmptyDataError, match="train is empty"):
+        dssm(data).fit(train.limit(0))
+    with pytest.raises(EmptyDataError, match="no positive event"):
+        dssm(data).fit(train.where("rating <= 2"))
+
+
+def test_horovod_backend_without_horovod_fails_at_once(data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "horovod", None)
+    monkeypatch.setitem(sys.modules, "horovod.torch", None)
+    monkeypatch.setitem(sys.modules, "horovod.spark", None)
+    with pytest.raises(MissingDependencyError, match="install_horovod.sh.*torch_distributor"):
+        dssm(data, backend="horovod").fit(data[0])
+
+
+def test_benchmark_presets_build_seeded_estimators():
+    from spark_retrieval.models.two_tower.presets import BENCHMARK_FACTORIES
+
+    built = {name: factory(3) for name, factory in BENCHMARK_FACTORIES.items()}
+    assert {name: (type(e).__name__, e.get("seed")) for name, e in built.items()} == {
+        "dssm_bce_neg10": ("DSSM", 3),
+        "dssm_bce_neg100": ("DSSM", 3),
+        "dssm_softmax": ("DSSM", 3),
+        "simplex_ccl": ("SimpleX", 3),
+    }
+    assert [built[n].get("num_negatives") for n in ("dssm_bce_neg10", "dssm_bce_neg100")] == [10, 100]
+    assert built["dssm_softmax"].get("loss") == "sampled_softmax" and built["dssm_bce_neg10"].get("loss") == "bce"
