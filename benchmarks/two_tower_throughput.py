@@ -9,7 +9,8 @@ Rows, printed side by side:
   torch_dist x2     the same function under TorchDistributor, DDP over Gloo, 2 processes
 Each run trains ``--epochs`` epochs on synthetic DSSM examples (random ids, ``--num-negatives``
 sampled negatives each); the reported rate is the last epoch's, so start-up is not counted.
-The processes of a run share the machine's cores (threads per process = cores / processes).
+The processes of a run share the machine's cores (threads per process = cores / processes, or
+``SPARK_RETRIEVAL_TORCH_THREADS``; on a busy machine 1 thread each gives steadier numbers).
 The last line is the ratio of the best distributed rate to the plain loop's.
 """
 
@@ -32,7 +33,7 @@ from spark_retrieval.models.two_tower.layout import LOG_Q, NEGATIVE_ITEMS, POSIT
 from spark_retrieval.models.two_tower.objective import TrainingObjective
 from spark_retrieval.models.two_tower.schema import load_schema
 from spark_retrieval.models.two_tower.shards import list_parquet_files
-from spark_retrieval.models.two_tower.training import TrainingJob, load_item_table, train_on_rank
+from spark_retrieval.models.two_tower.training import TrainingJob, load_item_table, threads_per_process, train_on_rank
 
 USERS, ITEMS, HISTORY = 10_000, 5_000, 10
 
@@ -70,7 +71,7 @@ def dssm_spec(hidden_dims: list[int], embedding_dim: int) -> dict:
 
 def plain_torch_loop(job: TrainingJob) -> float:
     """The same objective and optimizer stepped over in-memory batches: the ceiling without any pipeline."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads_per_process(1))
     torch.manual_seed(job.seed)
     network = build_network(job.network)
     item_features, log_q = load_item_table(job.items_path, [POSITIVE_ITEM])
