@@ -29,7 +29,7 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10", "moto[server]>=5,<6"],
+        "dev": ["pytest>=8,<10", "moto[server]>=5,<6", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8", "psutil>=5.9,<8"],
         "torch": ["torch==2.13.0"],
         # Built from source by scripts/install_horovod.sh (needs torch first and a C++17 compiler shim).
         "horovod": ["horovod==0.28.1"],
