@@ -6,32 +6,19 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from spark_retrieval.columns import ITEM_ID, LAST_ITEM, NEIGHBOURS, QUERY_ID, RECOMMENDATIONS, SCORE, USER_ID
+import i2i_helpers
+from i2i_helpers import SCHEMA, assert_same_scores, interactions, neighbour_lists, neighbour_scores
+from spark_retrieval.columns import ITEM_ID, LAST_ITEM, QUERY_ID, RECOMMENDATIONS, SCORE, USER_ID
 from spark_retrieval.data.synthetic import synthetic_interactions
 from spark_retrieval.errors import EmptyDataError, InvalidParameterError
 from spark_retrieval.models import item_cf
 from spark_retrieval.models.base import RetrievalModel
 from spark_retrieval.models.item_cf import ItemCF, ItemCFModel
 
-SCHEMA = "user_id long, item_id long, rating double, timestamp long"
-
-
-def interactions(spark, pairs):
-    return spark.createDataFrame([(u, i, 4.0, n) for n, (u, i) in enumerate(pairs)], SCHEMA)
 
 
 def random_pairs(seed, users=25, items=18, events=220):
-    """Random (user, item) events, repeats included."""
-    rng = np.random.default_rng(seed)
-    return [(int(rng.integers(1, users + 1)), int(rng.integers(1, items + 1))) for _ in range(events)]
-
-
-def neighbour_lists(model):
-    return {r[ITEM_ID]: [(e[ITEM_ID], e[SCORE]) for e in r[NEIGHBOURS]] for r in model.neighbour_table.collect()}
-
-
-def neighbour_scores(model):
-    return {item: dict(entries) for item, entries in neighbour_lists(model).items()}
+    return i2i_helpers.random_pairs(seed, users, items, events)
 
 
 def brute_force_item_cf(pairs, min_cooccurrence=1):
@@ -48,12 +35,6 @@ def brute_force_item_cf(pairs, min_cooccurrence=1):
         if shared and len(shared) >= min_cooccurrence:
             scores[i][j] = sum(weight[u] for u in shared) / (norm[i] * norm[j])
     return dict(scores)
-
-
-def assert_same_scores(got, expected):
-    assert {i: set(n) for i, n in got.items()} == {i: set(n) for i, n in expected.items()}
-    worst = max(abs(got[i][j] - expected[i][j]) for i in expected for j in expected[i])
-    assert worst <= 1e-9
 
 
 def sample_by_xxhash64(spark, pairs, seed, size):

@@ -6,32 +6,19 @@ import pytest
 import scipy.sparse as sp
 from pyspark.sql import functions as F
 
-from spark_retrieval.columns import ITEM_ID, LAST_ITEM, NEIGHBOURS, QUERY_ID, RECOMMENDATIONS, SCORE, USER_ID
+import i2i_helpers
+from i2i_helpers import assert_same_scores, interactions, neighbour_lists, neighbour_scores
+from spark_retrieval.columns import ITEM_ID, LAST_ITEM, QUERY_ID, RECOMMENDATIONS, SCORE, USER_ID
 from spark_retrieval.errors import EmptyDataError, InvalidParameterError
 from spark_retrieval.models import swing as swing_module
 from spark_retrieval.models.base import RetrievalModel
 from spark_retrieval.models.swing import Swing, SwingModel, swing_scores
 
-SCHEMA = "user_id long, item_id long, rating double, timestamp long"
 NO_CAPS = {"max_users_per_item": None, "max_items_per_user": None}
 
 
-def interactions(spark, pairs):
-    return spark.createDataFrame([(u, i, 4.0, n) for n, (u, i) in enumerate(pairs)], SCHEMA)
-
-
 def random_pairs(seed, users=22, items=15, events=200):
-    """Random (user, item) events, repeats included."""
-    rng = np.random.default_rng(seed)
-    return [(int(rng.integers(1, users + 1)), int(rng.integers(1, items + 1))) for _ in range(events)]
-
-
-def neighbour_lists(model):
-    return {r[ITEM_ID]: [(e[ITEM_ID], e[SCORE]) for e in r[NEIGHBOURS]] for r in model.neighbour_table.collect()}
-
-
-def neighbour_scores(model):
-    return {item: dict(entries) for item, entries in neighbour_lists(model).items()}
+    return i2i_helpers.random_pairs(seed, users, items, events)
 
 
 def brute_force_swing(pairs, alpha, user_alpha, user_beta, min_items=1, max_items=None, samples=None):
@@ -62,12 +49,6 @@ def brute_force_swing(pairs, alpha, user_alpha, user_beta, min_items=1, max_item
             if contributes:
                 scores[i][j] = total
     return dict(scores)
-
-
-def assert_same_scores(got, expected):
-    assert {i: set(n) for i, n in got.items()} == {i: set(n) for i, n in expected.items()}
-    worst = max(abs(got[i][j] - expected[i][j]) for i in expected for j in expected[i])
-    assert worst <= 1e-9
 
 
 def sample_by_xxhash64(spark, pairs, seed, size):
