@@ -1,19 +1,23 @@
-"""Benchmark: ALS retrieval without seen items, ``top_k_inner_product`` vs ``recommendForAllUsers`` + filtering.
+"""Bar 4: ALS retrieval without seen items, ``top_k_inner_product`` vs ``recommendForAllUsers`` + filtering.
 
-Fits Spark's implicit ALS once on random ml-100k-shaped interactions (popularity-skewed), then times
+Fits Spark's implicit ALS once (untimed) on the MovieLens-1M-shaped reference set by default
+(``synthetic_interactions``: 6,040 users, 3,706 items, 1M events, parquet cached under ``--data-dir``;
+``--source random`` keeps the older uniform-user random pairs), then times, ``--runs`` times each,
+alternating:
 
 * ``ALSModel.recommend_for_users``: exact blocked top-K with the user's train items excluded, and
 * ``recommendForAllUsers(k + max seen)`` followed by dropping seen items and keeping the first ``k``,
 
-checks both give the same lists, and prints both times and their ratio last.
+each computing every row into a no-op sink. It checks both give the same lists (Spark's float32 scores can
+order two items whose exact scores differ by less than float32 precision differently; such pairs are counted
+apart), and prints the medians and their ratio last.
 
-    python benchmarks/als_retrieval.py [--users 943 --items 1682 --interactions 100000 --rank 64 --k 20]
+    .venv/bin/python benchmarks/als_retrieval.py [--runs 3] [--interactions 1M] [--rank 64 --k 20]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -24,22 +28,27 @@ from pyspark.sql import functions as F
 
 from spark_retrieval.columns import ITEM_ID, RATING, RECOMMENDATIONS, SCORE, USER_ID
 from spark_retrieval.models.als import ITEMS, SEEN, ALSModel, factor_tables, seen_items, training_ratings
-from spark_retrieval.session import get_spark
+from _harness import (DEFAULT_DATA_DIR, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, bench_session, load_average,
+                      load_text, median, parse_size, record, reference_data, runs_text, session_settings,
+                      tree_cpu_seconds)
 
 FLOAT32_TIE = 1e-5  # relative score gap below which Spark's float32 scores cannot order two items reliably
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=943)
-    parser.add_argument("--items", type=int, default=1682)
-    parser.add_argument("--interactions", type=int, default=100_000)
+    parser.add_argument("--source", choices=("synthetic", "random"), default="synthetic")
+    parser.add_argument("--users", type=int, default=ML1M_USERS)
+    parser.add_argument("--items", type=int, default=ML1M_ITEMS)
+    parser.add_argument("--interactions", type=parse_size, default=ML1M_INTERACTIONS)
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--max-iter", type=int, default=5)
     parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method; the fastest counts")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per method; the medians count")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--master", default=None)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     return parser.parse_args(argv)
 
 
@@ -67,15 +76,13 @@ def filtered_recommend_for_all_users(spark_model, seen: DataFrame, k: int, max_s
     return joined.select(F.col("_user").cast("long").alias(USER_ID), best.alias(RECOMMENDATIONS))
 
 
-def fastest_run(make_frame, repeats: int) -> tuple[float, DataFrame]:
-    """Best wall time of building the frame and computing every row (a no-op sink), over ``repeats`` runs."""
-    best, frame = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        frame = make_frame()
-        frame.write.format("noop").mode("overwrite").save()
-        best = min(best, time.perf_counter() - start)
-    return best, frame
+def timed_run(make_frame) -> tuple[float, DataFrame, float]:
+    """Wall time of building the frame and computing every row (a no-op sink), the frame, and CPU seconds."""
+    cpu = tree_cpu_seconds()
+    start = time.perf_counter()
+    frame = make_frame()
+    frame.write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - start, frame, tree_cpu_seconds() - cpu
 
 
 def compare_lists(ours: DataFrame, theirs: DataFrame) -> tuple[int, int, int]:
@@ -105,9 +112,12 @@ def _same_up_to_near_ties(ours, theirs) -> bool:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = get_spark(master=args.master)
-    train = random_interactions(spark, args.users, args.items, args.interactions, args.seed).cache()
+    spark = bench_session(master=args.master, app_name="als-retrieval", driver_memory=args.driver_memory)
+    if args.source == "synthetic":
+        path = reference_data(spark, args.users, args.items, args.interactions, args.seed, args.data_dir)
+        train = spark.read.parquet(path).select(USER_ID, ITEM_ID).cache()
+    else:
+        train = random_interactions(spark, args.users, args.items, args.interactions, args.seed).cache()
     spark_model = SparkALS(
         rank=args.rank, maxIter=args.max_iter, implicitPrefs=True, alpha=20.0, regParam=0.05, seed=args.seed,
         userCol=USER_ID, itemCol=ITEM_ID, ratingCol=RATING,
@@ -116,21 +126,39 @@ def main(argv=None) -> None:
     model = ALSModel(tables={**factor_tables(spark_model), SEEN: seen})
     max_seen = seen.agg(F.max(F.size(ITEMS))).first()[0]
     users = train.select(USER_ID).distinct().cache()
-    print(f"{train.count()} interactions, {users.count()} users, {args.items} items, rank {args.rank}, "
-          f"k {args.k}, max seen {max_seen}")
+    events = train.count()
+    print(f"{events} interactions, {users.count()} users, {args.items} items, rank {args.rank}, "
+          f"k {args.k}, max seen {max_seen}, {load_text()}")
 
-    ours_time, ours = fastest_run(lambda: model.recommend_for_users(users, args.k), args.repeats)
-    theirs_time, theirs = fastest_run(
-        lambda: filtered_recommend_for_all_users(spark_model, seen, args.k, max_seen), args.repeats
-    )
+    timed_run(lambda: model.recommend_for_users(users, args.k))  # warm-up, untimed
+    ours_runs, theirs_runs, ours_cpu, theirs_cpu, loads = [], [], [], [], []
+    for run in range(1, args.runs + 1):
+        ours_time, ours, ours_c = timed_run(lambda: model.recommend_for_users(users, args.k))
+        theirs_time, theirs, theirs_c = timed_run(lambda: filtered_recommend_for_all_users(spark_model, seen, args.k, max_seen))
+        ours_runs.append(ours_time)
+        theirs_runs.append(theirs_time)
+        ours_cpu.append(ours_c)
+        theirs_cpu.append(theirs_c)
+        loads.append(load_average())
+        print(f"run {run}: top_k_inner_product {ours_time:.2f} s (CPU {ours_c:.1f} s), recommendForAllUsers"
+              f"(k+{max_seen}) + filter {theirs_time:.2f} s (CPU {theirs_c:.1f} s), ratio {theirs_time / ours_time:.2f}; "
+              f"{load_text()}")
     identical, near_ties, different = compare_lists(ours, theirs)
     print(f"lists identical for {identical} users; {near_ties} differ only in the order of float32-tied scores; "
           f"{different} differ")
-    print(f"top_k_inner_product:                  {ours_time:.2f} s")
-    print(f"recommendForAllUsers(k+{max_seen}) + filter: {theirs_time:.2f} s")
-    print(f"ratio (recommendForAllUsers+filter / top_k_inner_product): {theirs_time / ours_time:.2f}")
+    record("als_retrieval", {"args": vars(args), "events": events, "max_seen": max_seen,
+                             "settings": session_settings(spark), "top_k_s": ours_runs,
+                             "recommend_for_all_users_s": theirs_runs, "top_k_cpu_s": ours_cpu,
+                             "recommend_for_all_users_cpu_s": theirs_cpu, "run_loads": loads,
+                             "identical": identical, "near_ties": near_ties, "different": different})
+    spark.stop()
+    print(f"top_k_inner_product runs: {runs_text(ours_runs)}; recommendForAllUsers + filter runs: {runs_text(theirs_runs)}")
+    print(f"CPU seconds (driver + JVM + Python workers), medians: top_k_inner_product {median(ours_cpu):.1f} s, "
+          f"recommendForAllUsers + filter {median(theirs_cpu):.1f} s")
     if different:
         sys.exit(f"{different} users got different lists")
+    print(f"ratio (recommendForAllUsers+filter median {median(theirs_runs):.2f} s / top_k_inner_product median "
+          f"{median(ours_runs):.2f} s): {median(theirs_runs) / median(ours_runs):.2f}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,22 @@
-"""Item CF and Swing on Spark next to the same similarities computed on one node with scipy.
+"""Bar 1: Item CF on Spark next to the same similarities computed on one node with scipy.
 
 Synthetic power-law interactions shaped like MovieLens-1M by default (6,040 users, 3,706 items, ≈1M events)
-are written to parquet first, so neither side's timing includes generating them. Spark times cover
-``fit`` (which materialises the neighbour table) plus a count of the table; the single-node times cover
-reading the parquet file, the sparse products and the top-k. Item CF is fitted twice on Spark: the first
-fit of a session also pays for JVM warm-up and Python worker start-up, the second is the steady state the
-ratio uses. The Spark and scipy Item CF tables are compared. The single-node Swing draws its own per-item user sample (numpy, not xxhash64), so only its time
-is comparable. The last line is the Item CF ratio.
+are written to parquet first (cached under ``--data-dir``), so neither side's timing includes generating
+them. Spark times cover ``fit`` (which materialises the neighbour table) plus a count of the table; the
+single-node times cover reading the parquet file, the sparse products and the top-k. One untimed Item CF fit
+warms the session up (JVM JIT, Python workers); then ``--runs`` pairs of (Spark fit, scipy computation)
+alternate, each pair's tables are compared (largest score difference), and the medians give the ratio.
+``--with-swing`` adds one Swing fit and a single-node Swing whose per-item user sample is drawn with numpy
+rather than xxhash64, so only its time is comparable (``swing_at_1m.py`` checks Swing's values).
+The last line is the ratio of the medians.
 
-    SPARK_LOCAL_IP=127.0.0.1 python benchmarks/cooccurrence_vs_scipy.py [--users N --items N --interactions N]
+    .venv/bin/python benchmarks/cooccurrence_vs_scipy.py [--runs 3] [--users N --items N --interactions N]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
+import sys
 import time
 
 import numpy as np
@@ -23,10 +24,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from spark_retrieval.columns import ITEM_ID, USER_ID
-from spark_retrieval.data.synthetic import synthetic_interactions
 from spark_retrieval.models.item_cf import ItemCF
 from spark_retrieval.models.swing import Swing, swing_scores
-from spark_retrieval.session import get_spark
+from _harness import (DEFAULT_DATA_DIR, bench_session, load_average, load_text, median, record, reference_data,
+                      runs_text, session_settings, timed_cpu)
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,7 +38,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=100, help="neighbours per item")
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--skip-swing", action="store_true", help="time Item CF only")
+    parser.add_argument("--runs", type=int, default=3, help="timed Spark + scipy pairs after one warm-up fit")
+    parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where the synthetic parquet is cached")
+    parser.add_argument("--with-swing", action="store_true", help="also time Swing once (see swing_at_1m.py)")
     parser.add_argument("--skip-swing-baseline", action="store_true", help="no single-node Swing (the slow part)")
     return parser.parse_args()
 
@@ -131,34 +135,58 @@ def largest_score_difference(spark_table: dict, scipy_table: dict) -> float:
 
 def main() -> None:
     args = parse_args()
-    spark = get_spark(master=args.master, app_name="cooccurrence-vs-scipy")
+    spark = bench_session(master=args.master, app_name="cooccurrence-vs-scipy", driver_memory=args.driver_memory)
     print(f"Spark {spark.version}, master {args.master}, default parallelism {spark.sparkContext.defaultParallelism}")
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "interactions.parquet")
-        synthetic_interactions(spark, args.users, args.items, args.interactions, seed=args.seed).write.parquet(path)
-        train = spark.read.parquet(path)
-        events = train.count()
-        print(f"data: {args.users} users, {args.items} items, {events} interactions (seed {args.seed})")
+    path = reference_data(spark, args.users, args.items, args.interactions, args.seed, args.data_dir)
+    train = spark.read.parquet(path)
+    events = train.count()
+    print(f"data: {args.users} users, {args.items} items, {events} interactions (seed {args.seed}), {load_text()}")
 
-        _, cold_cf_s = timed(lambda: fit_and_count(ItemCF(k_neighbours=args.k), train))
-        print(f"Spark Item CF, first fit of the session (JVM and Python workers cold): {cold_cf_s:.1f} s")
-        (model, rows), spark_cf_s = timed(lambda: fit_and_count(ItemCF(k_neighbours=args.k), train))
-        print(f"Spark Item CF: fit + materialise {spark_cf_s:.1f} s ({rows} items, {model.metadata['item_blocks']} item blocks)")
-        scipy_table, scipy_cf_s = timed(lambda: scipy_item_cf(path, args.k))
-        print(f"scipy Item CF: {scipy_cf_s:.1f} s")
-        print(f"Item CF largest score difference Spark vs scipy: {largest_score_difference(spark_lists(model), scipy_table):.2e}")
+    _, cold_cf_s = timed(lambda: fit_and_count(ItemCF(k_neighbours=args.k), train))
+    print(f"Spark Item CF, first fit of the session (JVM and Python workers cold): {cold_cf_s:.1f} s, {load_text()}")
+    spark_runs, scipy_runs, spark_cpu, scipy_cpu, loads = [], [], [], [], []
+    worst = 0.0
+    for run in range(1, args.runs + 1):
+        (model, rows), spark_cf_s, spark_c = timed_cpu(lambda: fit_and_count(ItemCF(k_neighbours=args.k), train))
+        scipy_table, scipy_cf_s, scipy_c = timed_cpu(lambda: scipy_item_cf(path, args.k))
+        spark_runs.append(spark_cf_s)
+        scipy_runs.append(scipy_cf_s)
+        spark_cpu.append(spark_c)
+        scipy_cpu.append(scipy_c)
+        loads.append(load_average())
+        difference = largest_score_difference(spark_lists(model), scipy_table)
+        worst = max(worst, difference)
+        print(f"run {run}: Spark Item CF fit + materialise {spark_cf_s:.1f} s (CPU {spark_c:.1f} s; {rows} items, "
+              f"{model.metadata['item_blocks']} item blocks); scipy {scipy_cf_s:.1f} s (CPU {scipy_c:.1f} s); ratio "
+              f"{spark_cf_s / scipy_cf_s:.2f}x; largest score difference {difference:.2e}; {load_text()}")
+        model.unpersist()
 
-        if not args.skip_swing:
-            swing = Swing(k_neighbours=args.k, seed=args.seed)
-            (_, rows), spark_swing_s = timed(lambda: fit_and_count(swing, train))
-            print(f"Spark Swing: fit + materialise {spark_swing_s:.1f} s ({rows} items)")
-            if not args.skip_swing_baseline:
-                items, single_swing_s = timed(lambda: scipy_swing(path, args.k, swing))
-                print(f"single-node Swing (numpy/scipy): {single_swing_s:.1f} s ({items} items)")
-                print(f"Swing Spark / single node: {spark_swing_s / single_swing_s:.2f}x")
+    swing_s = single_swing_s = None
+    if args.with_swing:
+        swing = Swing(k_neighbours=args.k, seed=args.seed)
+        (_, rows), swing_s = timed(lambda: fit_and_count(swing, train))
+        print(f"Spark Swing: fit + materialise {swing_s:.1f} s ({rows} items)")
+        if not args.skip_swing_baseline:
+            items, single_swing_s = timed(lambda: scipy_swing(path, args.k, swing))
+            print(f"single-node Swing (numpy/scipy): {single_swing_s:.1f} s ({items} items)")
+            print(f"Swing Spark / single node: {swing_s / single_swing_s:.2f}x")
 
-        print(f"Item CF Spark {spark_cf_s:.1f} s (second fit) / scipy {scipy_cf_s:.1f} s = {spark_cf_s / scipy_cf_s:.2f}x")
+    spark_median, scipy_median = median(spark_runs), median(scipy_runs)
+    ratios = [a / b for a, b in zip(spark_runs, scipy_runs)]
+    record("cooccurrence_vs_scipy", {
+        "args": vars(args), "events": events, "settings": session_settings(spark), "cold_fit_s": cold_cf_s,
+        "spark_s": spark_runs, "scipy_s": scipy_runs, "spark_cpu_s": spark_cpu, "scipy_cpu_s": scipy_cpu,
+        "run_loads": loads, "largest_score_difference": worst,
+        "swing_s": swing_s, "single_node_swing_s": single_swing_s,
+    })
+    print(f"Spark Item CF runs: {runs_text(spark_runs)}; scipy runs: {runs_text(scipy_runs)}; per-run ratios "
+          f"{runs_text(ratios, 'x')}")
+    print(f"CPU seconds (driver + JVM + Python workers), medians: Spark {median(spark_cpu):.1f} s, scipy "
+          f"{median(scipy_cpu):.1f} s = {median(spark_cpu) / median(scipy_cpu):.2f}x")
+    if worst > 1e-9:
+        sys.exit(f"Spark and scipy Item CF disagree (largest score difference {worst:.2e})")
     spark.stop()
+    print(f"Item CF Spark median {spark_median:.2f} s / scipy median {scipy_median:.2f} s = {spark_median / scipy_median:.2f}x")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ def run_benchmark(
     progress(f"splitting {dataset}: last {holdout} events per user held out, positives rated > {positive_threshold}")
     counts = split.counts()
     progress("split: " + ", ".join(f"{key} {value:,}" for key, value in counts.items()))
+    split.require_queries(counts, dataset)  # before any model is fitted
     catalog = train.select(ITEM_ID).distinct().persist(StorageLevel.MEMORY_AND_DISK)
 
     result = BenchmarkResult(

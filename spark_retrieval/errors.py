@@ -29,3 +29,28 @@ class DownloadError(UserError):
 
 class MissingDependencyError(UserError, ImportError):
     """An optional dependency (torch, horovod, ...) that is not installed."""
+
+
+class TrainingFailedError(RuntimeError):
+    """Distributed training stopped because one of its processes failed (killed, crashed, lost its peers).
+
+    Not a ``UserError``: the input was fine. ``rank`` and ``exit_code`` name the first process seen to
+    fail (None when the backend does not say), ``epoch`` the 1-based epoch that was running (None when
+    unknown), ``checkpoint`` the file holding the last completed epoch (None without checkpoints):
+    fitting again with the same ``checkpoint_dir`` resumes from it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rank: int | None = None,
+        exit_code: int | None = None,
+        epoch: int | None = None,
+        checkpoint: str | None = None,
+    ):
+        super().__init__(message)
+        self.rank = rank
+        self.exit_code = exit_code
+        self.epoch = epoch
+        self.checkpoint = checkpoint

@@ -15,6 +15,8 @@ from .errors import EmptyDataError, InvalidParameterError
 from .models.base import require_columns
 
 METRICS = ("precision", "recall", "map", "ndcg", "hit_rate")
+EXACT_SUM = "decimal(38,18)"
+"""Per-query values are summed at 1e-18 resolution, exactly (up to 1e20 queries)."""
 
 
 def per_query_metrics(recommendations: DataFrame, test: DataFrame, k: int = 20) -> DataFrame:
@@ -72,12 +74,14 @@ def evaluate(
     recommended in the top k / catalog size.
     """
     per_query = per_query_metrics(recommendations, test, k)
+    # Sums in decimal are exact, so the means do not depend on the order partial sums arrive in: the same
+    # recommendations give the same bytes on any cluster and partitioning.
     row = per_query.agg(
-        *[F.avg(name).alias(name) for name in METRICS], F.count(F.lit(1)).alias("queries")
+        *[F.sum(F.col(name).cast(EXACT_SUM)).alias(name) for name in METRICS], F.count(F.lit(1)).alias("queries")
     ).first()
     if row["queries"] == 0:
         raise EmptyDataError("the test set holds no queries: nothing to evaluate")
-    result = {name: float(row[name]) for name in METRICS}
+    result = {name: float(row[name] / row["queries"]) for name in METRICS}
     result["queries"] = int(row["queries"])
     if catalog is not None:
         result["coverage"] = catalog_coverage(recommendations, catalog, k)

@@ -11,6 +11,7 @@ Layout under the config's ``output`` (a local path or any URI Spark writes)::
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Callable, Sequence
 
@@ -50,6 +51,7 @@ def build_estimator(config: JobConfig) -> RetrievalEstimator:
 def validate(config: JobConfig, job: str) -> None:
     """Every check that needs no Spark, so a bad config fails in milliseconds."""
     from .benchmark import resolve_models
+    from .cli import check_local_output, check_master, check_output
     from .data.movielens import DATASETS
 
     if config.data.dataset not in DATASETS:
@@ -57,16 +59,19 @@ def validate(config: JobConfig, job: str) -> None:
     for key, value in (("k", config.k), ("data.holdout", config.data.holdout)):
         if value < 1:
             raise ConfigError(f"{config.source}: {key}: expected a positive integer, got {value}")
+    if not math.isfinite(config.data.positive_threshold):
+        raise ConfigError(f"{config.source}: data.positive_threshold: expected a finite number, got {config.data.positive_threshold}")
+    if config.master is not None:
+        check_master(config.master, f"{config.source}: master:")
+    check_local_output(config.output, f"{config.source}: output:")
     if job in ("train", "evaluate"):
         build_estimator(config)
     if job == "benchmark":
-        from .cli import check_output
-
         try:
             resolve_models(config.models)
         except UserError as error:
             raise ConfigError(f"{config.source}: models: {error}") from None
-        check_output(config.path("benchmark"))
+        check_output(config.path("benchmark"), f"{config.source}: output:")
 
 
 # -- the jobs --------------------------------------------------------------------------------------
@@ -75,13 +80,19 @@ def validate(config: JobConfig, job: str) -> None:
 def prepare(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
     from .data.movielens import load_movielens
     from .data.split import temporal_split
+    from .storage import atomic_directory
 
     data = config.data
     ratings = load_movielens(spark, data.dataset, data.path).ratings
     split = temporal_split(ratings, holdout=data.holdout, positive_threshold=data.positive_threshold)
-    for part, frame in (("train", split.train), ("test", split.test)):
-        frame.write.mode("overwrite").parquet(config.path("split", part))
-        progress(f"wrote {config.path('split', part)}")
+    counts = split.counts()
+    progress("split: " + ", ".join(f"{key} {value:,}" for key, value in counts.items()))
+    split.require_queries(counts, data.path or data.dataset)
+    # train and test are published together: a reader never pairs a new train with an old test.
+    with atomic_directory(spark, config.path("split")) as staging:
+        for part, frame in (("train", split.train), ("test", split.test)):
+            frame.write.parquet(f"{staging}/{part}")
+    progress(f"wrote {config.path('split', 'train')} and {config.path('split', 'test')}")
 
 
 def train(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
@@ -140,13 +151,19 @@ JOBS: dict[str, Callable[[SparkSession, JobConfig, Progress], None]] = {
 
 
 def read_split(spark: SparkSession, config: JobConfig, part: str) -> DataFrame:
-    from .errors import DataNotFoundError
-    from .storage import path_exists
+    from .errors import DataNotFoundError, MalformedDataError
+    from .storage import path_exists, read_failure
 
     path = config.path("split", part)
     if not path_exists(spark, path):
         raise DataNotFoundError(f"{path} not found: run jobs/prepare.py with this config first")
-    return spark.read.parquet(path)
+    try:
+        return spark.read.parquet(path)
+    except Exception as error:
+        reason = read_failure(error)
+        if reason is None:
+            raise
+        raise MalformedDataError(f"{path} cannot be read ({reason}): run jobs/prepare.py with this config again") from None
 
 
 def model_path(config: JobConfig) -> str:
@@ -168,9 +185,12 @@ def start_spark(config: JobConfig) -> SparkSession:
 
 
 def parse_arguments(job: str, argv: Sequence[str]) -> tuple[str, list[str], bool]:
-    from .cli import UserErrorParser
+    import argparse
 
-    parser = UserErrorParser(prog=f"jobs/{job}.py", description=f"spark-retrieval {job} job")
+    from .cli import EXIT_CODES_HELP, UserErrorParser
+
+    parser = UserErrorParser(prog=f"jobs/{job}.py", description=f"spark-retrieval {job} job", epilog=EXIT_CODES_HELP,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config: a local path or an s3:// URI")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value by dotted key, e.g. model.params.k_neighbours=50")

@@ -7,6 +7,7 @@ Everything goes through the JVM's Hadoop ``FileSystem`` so the same code works f
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from typing import Iterator
 
@@ -40,6 +41,24 @@ def write_text(spark: SparkSession, path: str, text: str) -> None:
         stream.close()
 
 
+def replace_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write ``path`` through a hidden sibling renamed over it, so readers see the old or the new file whole
+    (an atomic rename on HDFS and local disks; object stores copy, so there it is only as good as the store)."""
+    fs, target = _hadoop_path(spark, path)
+    target = fs.makeQualified(target)
+    staging = _sibling(target, STAGING)
+    write_text(spark, staging.toString(), text)
+    try:
+        jvm = spark.sparkContext._jvm
+        context = jvm.org.apache.hadoop.fs.FileContext.getFileContext(target.toUri(), spark.sparkContext._jsc.hadoopConfiguration())
+        options = spark.sparkContext._gateway.new_array(jvm.org.apache.hadoop.fs.Options.Rename, 1)
+        options[0] = jvm.org.apache.hadoop.fs.Options.Rename.OVERWRITE
+        context.rename(staging, target, options)
+    except BaseException:
+        fs.delete(staging, False)
+        raise
+
+
 def read_text(spark: SparkSession, path: str) -> str:
     fs, hpath = _hadoop_path(spark, path)
     jvm = spark.sparkContext._jvm
@@ -51,19 +70,53 @@ def read_text(spark: SparkSession, path: str) -> str:
     return bytes(data).decode("utf-8")
 
 
+STAGING, BACKUP = "tmp", "old"
+
+
+def _sibling(target, kind: str):
+    """``.<name>.<kind>-<random>`` beside ``target``: hidden from readers of the parent and from Spark."""
+    return target.getParent().suffix(f"/.{target.getName()}.{kind}-{uuid.uuid4().hex[:12]}")
+
+
+def _siblings(fs, target, kind: str) -> list:
+    """The ``.<name>.<kind>-*`` entries beside ``target``, oldest first."""
+    prefix = f".{target.getName()}.{kind}-"
+    parent = target.getParent()
+    if not fs.exists(parent):
+        return []
+    found = [status for status in fs.listStatus(parent) if status.getPath().getName().startswith(prefix)]
+    return [status.getPath() for status in sorted(found, key=lambda status: status.getModificationTime())]
+
+
+def recover_interrupted_publish(spark: SparkSession, path: str) -> None:
+    """Undo a publish that was killed between its two renames: bring the previous copy back to ``path``.
+
+    Publishing renames the old ``path`` aside, then the new copy in. A process killed in between leaves
+    ``path`` missing and the old copy as ``.<name>.old-*``; this puts the newest such copy back.
+    """
+    fs, target = _hadoop_path(spark, path)
+    target = fs.makeQualified(target)
+    backups = _siblings(fs, target, BACKUP)
+    if backups and not fs.exists(target):
+        fs.rename(backups[-1], target)
+
+
 @contextlib.contextmanager
 def atomic_directory(spark: SparkSession, path: str, overwrite: bool = True) -> Iterator[str]:
     """Yield a temporary sibling directory; on success replace ``path`` with it, on failure remove it.
 
-    Readers never see a half-written ``path``: the old content stays until the new one is complete.
+    Readers never see a half-written ``path``: the old content stays until the new one is complete, and a
+    process killed while writing leaves the old ``path`` as it was (its staging directory stays beside it,
+    hidden, until the next successful publish to ``path`` removes it). One writer per ``path`` at a time.
     """
+    recover_interrupted_publish(spark, path)
     fs, target = _hadoop_path(spark, path)
     if fs.exists(target) and not overwrite:
         from .errors import UserError
 
         raise UserError(f"output path already exists: {path} (pass overwrite=True to replace it)")
     target = fs.makeQualified(target)
-    staging = target.getParent().suffix(f"/.{target.getName()}.tmp-{uuid.uuid4().hex[:12]}")
+    staging = _sibling(target, STAGING)
     staging_path = staging.toString()
     try:
         yield staging_path
@@ -72,14 +125,75 @@ def atomic_directory(spark: SparkSession, path: str, overwrite: bool = True) -> 
         raise
     backup = None
     if fs.exists(target):
-        backup = target.getParent().suffix(f"/.{target.getName()}.old-{uuid.uuid4().hex[:12]}")
-        fs.rename(target, backup)
+        backup = _sibling(target, BACKUP)
+        if not fs.rename(target, backup):
+            fs.delete(staging, True)
+            raise OSError(f"could not move the previous {path} aside to publish the new one")
     if not fs.rename(staging, target):
         if backup is not None:
             fs.rename(backup, target)
         raise OSError(f"could not publish {staging_path} to {path}")
-    if backup is not None:
-        fs.delete(backup, True)
+    # The previous copy, and whatever killed writers left beside ``path``.
+    for leftover in _siblings(fs, target, BACKUP) + _siblings(fs, target, STAGING):
+        fs.delete(leftover, True)
+
+
+def list_names(spark: SparkSession, path: str) -> list[str]:
+    """The names directly inside the folder ``path``, hidden ``.*`` entries left out, sorted."""
+    fs, folder = _hadoop_path(spark, path)
+    names = (status.getPath().getName() for status in fs.listStatus(folder))
+    return sorted(name for name in names if not name.startswith("."))
+
+
+def data_files(spark: SparkSession, path: str) -> dict[str, int]:
+    """Every data file under ``path`` (relative name → size in bytes), without the hidden ``.*`` / ``_*``
+    files (checksums, ``_SUCCESS``) that Spark does not read either. Listed on the driver: no Spark job."""
+    fs, root = _hadoop_path(spark, path)
+    root = fs.makeQualified(root)
+    prefix = root.toString().rstrip("/") + "/"
+    files = {}
+    listing = fs.listFiles(root, True)
+    while listing.hasNext():
+        status = listing.next()
+        relative = status.getPath().toString()[len(prefix):]
+        if not any(part.startswith((".", "_")) for part in relative.split("/")):
+            files[relative] = int(status.getLen())
+    return files
+
+
+READ_FAILURE_MARKERS = (
+    "FAILED_READ_FILE",
+    "PATH_NOT_FOUND",
+    "UNABLE_TO_INFER_SCHEMA",
+    "not a Parquet file",
+    "FileNotFoundException",
+    "AccessDeniedException",
+    "Permission denied",
+    "ChecksumException",
+)
+
+
+def read_failure(error: BaseException) -> str | None:
+    """For a Spark error caused by a missing, unreadable or wrongly formatted file, a one-line reason; else None.
+
+    The reason is the innermost Java cause's first line (``file:/x is not a Parquet file …``), without
+    Spark's ``[ERROR_CLASS]`` prefix and ``SQLSTATE`` suffix. Other errors (bugs) are left alone.
+    """
+    messages = [str(error)]
+    java = getattr(error, "java_exception", None)
+    while java is not None:
+        messages.append(f"{java.getClass().getName()}: {java.getMessage()}")
+        cause = java.getCause()
+        java = None if cause is None or cause.equals(java) else cause
+    if not any(marker in message for message in messages for marker in READ_FAILURE_MARKERS):
+        return None
+    for message in reversed(messages):  # the innermost cause that says something
+        text = re.sub(r"^[\w.$]+(Exception|Error): ", "", message.strip())
+        text = re.sub(r"^\[[A-Z_.]+\] ", "", text.splitlines()[0] if text else "")
+        text = re.sub(r"\s*SQLSTATE: \w+\.?$", "", text).strip()
+        if text and text != "null":
+            return text
+    return "unreadable"
 
 
 # -- small files (configs, reports, metrics) without Spark: local paths and s3:// through boto3 ---------
@@ -88,18 +202,26 @@ def atomic_directory(spark: SparkSession, path: str, overwrite: bool = True) -> 
 def read_small_text(uri: str) -> str:
     """A small text file from a local path or an ``s3://`` URI (works before Spark starts)."""
     from . import s3
-    from .errors import DataNotFoundError, UserError
+    from .errors import DataNotFoundError, MalformedDataError, UserError
 
-    if s3.is_s3_uri(uri):
-        return s3.read_bytes(uri).decode("utf-8")
-    if "://" in uri and not uri.startswith("file://"):
+    if "://" in uri and not uri.startswith("file://") and not s3.is_s3_uri(uri):
         raise UserError(f"{uri}: small files must be a local path or an s3:// URI")
-    path = uri.removeprefix("file://")
+    if s3.is_s3_uri(uri):
+        data = s3.read_bytes(uri)  # its errors already name the URI
+    else:
+        try:
+            with open(uri.removeprefix("file://"), "rb") as stream:
+                data = stream.read()
+        except FileNotFoundError:
+            raise DataNotFoundError(f"file not found: {uri}") from None
+        except IsADirectoryError:
+            raise DataNotFoundError(f"{uri} is a folder, not a file") from None
+        except PermissionError:
+            raise DataNotFoundError(f"{uri}: permission denied") from None
     try:
-        with open(path, encoding="utf-8") as stream:
-            return stream.read()
-    except FileNotFoundError:
-        raise DataNotFoundError(f"file not found: {uri}") from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise MalformedDataError(f"{uri}: not UTF-8 text (byte {error.start})") from None
 
 
 def write_local_atomically(path: str, data: bytes) -> None:
@@ -130,6 +252,6 @@ def write_small_text(uri: str, text: str, spark: SparkSession | None = None) -> 
     if s3.is_s3_uri(uri):
         s3.write_bytes(uri, text.encode("utf-8"))
     elif "://" in uri and not uri.startswith("file://"):
-        write_text(spark or SparkSession.getActiveSession(), uri, text)
+        replace_text(spark or SparkSession.getActiveSession(), uri, text)
     else:
         write_local_atomically(uri.removeprefix("file://"), text.encode("utf-8"))

@@ -1,6 +1,8 @@
 """Two-tower training on 2 processes through Horovod and TorchDistributor (local[2]), and the launcher helpers."""
 
-import warnings
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -11,10 +13,13 @@ from spark_retrieval.distributed import (
     check_local_slots,
     default_nics,
     default_num_proc,
+    describe_exit_code,
     get_launcher,
     local_cores,
 )
-from spark_retrieval.errors import InvalidParameterError
+from spark_retrieval.distributed.horovod import first_failure
+from spark_retrieval.distributed.torch_distributor import TorchDistributorLauncher, root_cause
+from spark_retrieval.errors import InvalidParameterError, TrainingFailedError
 from spark_retrieval.models.two_tower import DSSM, SimpleX
 
 
@@ -60,18 +65,67 @@ def test_horovod_two_ranks_end_with_identical_parameters(split):
 @pytest.mark.slow
 def test_torch_distributor_two_processes_end_with_identical_parameters(split):
     train, test = split
-    estimator = SimpleX(**TINY, backend="torch_distributor", num_negatives=4)
-    failures = []
-    for _ in range(3):  # known flake, cause not yet found: "no result from rank 0" on some launches
-        try:
-            model = estimator.fit(train)
-            break
-        except RuntimeError as failure:
-            failures.append(repr(failure))
-            warnings.warn(f"TorchDistributor launch failed, retrying: {failure!r}")
-    else:
-        pytest.skip(f"TorchDistributor launch failed 3 times (known flake): {failures[-1]}")
+    model = SimpleX(**TINY, backend="torch_distributor", num_negatives=4).fit(train)
     assert_ranks_agree(model, test)
+
+
+@pytest.mark.slow
+def test_torch_distributor_returns_rank_0s_result_when_another_rank_ends_last(spark):
+    # Local-mode TorchDistributor has every rank pickle its return value to one shared file, so on its own
+    # it returns whichever rank ends last: here rank 1, which sleeps. The launcher must still give rank 0's.
+    def result_of_rank():
+        import os
+        import time
+
+        rank = int(os.environ["RANK"])
+        if rank == 1:
+            time.sleep(3)
+        return {"rank": rank}
+
+    assert TorchDistributorLauncher(num_proc=2, local_mode=True).run(result_of_rank) == [{"rank": 0}]
+
+
+@pytest.mark.slow
+def test_torch_distributor_names_the_rank_that_was_killed(spark):
+    def killed_on_rank_1():
+        import os
+        import signal
+
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+        if dist.get_rank() == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        dist.all_reduce(torch.zeros(1))
+        return "unreachable"
+
+    with pytest.raises(TrainingFailedError, match="rank 1 .*SIGKILL") as raised:
+        TorchDistributorLauncher(num_proc=2, local_mode=True).run(killed_on_rank_1)
+    assert (raised.value.rank, raised.value.exit_code) == (1, -9)
+
+
+def test_backend_failure_messages_become_training_failed_errors():
+    horovod = first_failure(
+        "Horovod detected that one or more processes exited with non-zero status, thus causing the job to be "
+        "terminated. The first process to do so was:\nProcess name: 1\nExit code: 137\n"
+    )
+    assert (horovod.rank, horovod.exit_code) == (1, 137)
+    assert "rank 1" in str(horovod) and "SIGKILL" in str(horovod)
+    assert first_failure("Timed out waiting for Spark tasks to start") is None
+    lost_task = first_failure("... The first process to do so was:\nProcess name: 0\nExit code: None\n")
+    assert (lost_task.rank, lost_task.exit_code) == (0, None) and "Spark task running it was lost" in str(lost_task)
+
+    torchrun_summary = (
+        "Root Cause (first observed failure):\n[0]:\n  time      : 2026-11-29_14:04:38\n  host      : localhost\n"
+        "  rank      : 1 (local_rank: 1)\n  exitcode  : 1 (pid: 30721)\n  error_file: <N/A>\n"
+    )
+    torch = root_cause("TorchDistributor failed during training.View stdout logs", torchrun_summary)
+    assert (torch.rank, torch.exit_code) == (1, 1) and "exception in the training function" in str(torch)
+    assert root_cause("some other error") is None
+
+    assert describe_exit_code(-15) == "code -15: killed by signal 15 (SIGTERM)"
+    assert describe_exit_code(137).startswith("code 137: killed by signal 9 (SIGKILL")
 
 
 def test_default_num_proc_and_nics_follow_the_session(spark):
@@ -89,3 +143,22 @@ def test_launcher_arguments_are_checked(spark):
         get_launcher("local", spark, 2)
     with pytest.raises(InvalidParameterError, match="task slot"):
         check_local_slots(spark, 3)
+
+
+def test_watchdog_ends_a_process_that_makes_no_progress():
+    script = (
+        "import time\n"
+        "from spark_retrieval.distributed.watchdog import Watchdog\n"
+        "with Watchdog(1.0, label='test') as watchdog:\n"
+        "    for _ in range(8):\n"
+        "        time.sleep(0.25)\n"
+        "        watchdog.beat()\n"  # 2 s of steady progress: no exit
+        "    print('progressed', flush=True)\n"
+        "    time.sleep(60)\n"  # then a wait that never ends
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 124 and "progressed" in done.stdout
+    assert "no progress for" in done.stderr and "failure_timeout=1s" in done.stderr
+    assert time.monotonic() - started < 60
+    assert describe_exit_code(124).startswith("code 124: its watchdog saw no progress")

@@ -26,6 +26,7 @@ def test_benchmark_on_ml_100k(spark, tmp_path, capsys):
         "held_out_events": 2829,
         "test_queries": 2199,
         "train_items": 1674,
+        "duplicate_events": 0,
     }
     global_hot = report["results"][0]
     assert global_hot["queries"] == 2199

@@ -23,7 +23,8 @@ def test_holdout_threshold_and_context(spark):
     assert test[15][LAST_ITEM] == 14 and test[15][RECENT_ITEMS] == [10, 11, 12, 13, 14]
     assert test[13][QUERY_ID] == 1 * 3 + 0 and test[15][QUERY_ID] == 1 * 3 + 2
     counts = split.counts()
-    assert counts == {"users": 1, "short_users": 0, "train_events": 3, "held_out_events": 3, "test_queries": 2, "train_items": 3}
+    assert counts == {"users": 1, "short_users": 0, "train_events": 3, "held_out_events": 3, "test_queries": 2, "train_items": 3,
+                      "duplicate_events": 0}
 
 
 def test_timestamp_ties_broken_by_item_id(spark):

@@ -131,8 +131,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path, monkeypatch
     assert uninterrupted.metadata["training"]["resumed_from_epoch"] is None
     assert resumed.metadata["training"]["parameter_hashes"] == uninterrupted.metadata["training"]["parameter_hashes"]
 
-    # Other hyper-parameters: the old checkpoint is not reused.
-    other = dssm(data, working_dir=str(tmp_path / "run"), learning_rate=0.01).fit(train)
+    # Other hyper-parameters: the old checkpoint is not reused, and the driver says so.
+    with pytest.warns(UserWarning, match="ignoring the checkpoint .*another configuration"):
+        other = dssm(data, working_dir=str(tmp_path / "run"), learning_rate=0.01).fit(train)
     assert other.metadata["training"]["resumed_from_epoch"] is None
 
 

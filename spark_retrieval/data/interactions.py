@@ -7,7 +7,7 @@ for the first offending record and, for text files, report its file and line num
 from __future__ import annotations
 
 from functools import reduce
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
@@ -24,6 +24,7 @@ MILLISECONDS_THRESHOLD = 1e11
 FILE, BLOCK, ROW, LINE = "_file", "_block", "_row", "_line"
 POSITION = (FILE, BLOCK, ROW)
 
+T_ = TypeVar("T_")
 Locate = Callable[[Column], "str | None"]
 """Given a predicate over the checked rows, describe where the first row matching it came from."""
 
@@ -109,7 +110,7 @@ def check_rows(
     named = list(problems.items())
     counts = [F.count(F.when(predicate, 1)).alias(f"_problem{i}") for i, (_, predicate) in enumerate(named)]
     extras = [column.alias(name) for name, column in (extra or {}).items()]
-    totals = df.agg(F.count(F.lit(1)).alias("_rows"), *counts, *extras).first()
+    totals = readable(lambda: df.agg(F.count(F.lit(1)).alias("_rows"), *counts, *extras).first(), source)
     if totals["_rows"] == 0:
         raise EmptyDataError(f"{source} is empty")
     found = [(name, totals[f"_problem{i}"]) for i, (name, _) in enumerate(named) if totals[f"_problem{i}"]]
@@ -118,6 +119,17 @@ def check_rows(
         where = locate(reduce(Column.__or__, (problems[name] for name, _ in found))) if locate else None
         raise MalformedDataError(message + (f"; first bad record at {where}" if where else ""))
     return totals
+
+
+def readable(action: Callable[[], T_], source: str) -> T_:
+    """Run ``action`` (a Spark read or query); a file that cannot be read becomes ``MalformedDataError``."""
+    try:
+        return action()
+    except Exception as error:
+        reason = storage.read_failure(error)
+        if reason is None:
+            raise
+        raise MalformedDataError(f"{source} cannot be read: {reason}") from None
 
 
 def require_columns(df: DataFrame, columns, source: str, renamed: Mapping[str, str] | None = None) -> None:
@@ -194,7 +206,7 @@ def load_interactions(
     names = {ours: ours for ours in INTERACTION_COLUMNS} | dict(columns or {})
 
     reader = spark.read.options(header=True, **csv_options).csv if format == "csv" else spark.read.parquet
-    raw = reader(path)
+    raw = readable(lambda: reader(path), f"{path} (read as {format})")
     if not raw.columns:
         raise EmptyDataError(f"{path} is empty")
     require_columns(raw, names.values(), path, renamed=names)

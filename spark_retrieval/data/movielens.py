@@ -161,9 +161,12 @@ def u_user_columns(user: Column, age: Column, gender: Column, occupation: Column
 
 
 def file_in(spark: SparkSession, folder: str, name: str) -> str:
+    """``folder/name``; when it is missing, the error lists what the folder holds (a wrong ``--dataset``?)."""
     path = f"{folder}/{name}"
     if not storage.path_exists(spark, path):
-        raise DataNotFoundError(f"{name} not found in {folder}")
+        present = storage.list_names(spark, folder)
+        holds = f"it holds {', '.join(present[:6])}{', …' if len(present) > 6 else ''}" if present else "it is empty"
+        raise DataNotFoundError(f"{name} not found in {folder} ({holds}; is it the right dataset?)")
     return path
 
 

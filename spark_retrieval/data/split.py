@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from ..columns import (
@@ -17,10 +19,14 @@ from ..columns import (
     TIMESTAMP,
     USER_ID,
 )
-from ..errors import InvalidParameterError
+from ..errors import EmptyDataError, InvalidParameterError
 from .context import DEFAULT_HISTORY, EVENT_COUNT, EVENT_INDEX, with_sequence_context
 
 TEST_COLUMNS = (QUERY_ID, USER_ID, ITEM_ID, LAST_ITEM, RECENT_ITEMS, TIMESTAMP)
+DUPLICATES = "_user_duplicates"
+"""Per kept event: how many events of its user were dropped as older copies of a (user, item) pair."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,8 +54,30 @@ class Split:
             F.count(F.when(held_out, 1)).alias("held_out_events"),
             F.count(F.when(held_out & (F.col(RATING) > self.positive_threshold), 1)).alias("test_queries"),
             F.countDistinct(F.when(~held_out, F.col(ITEM_ID))).alias("train_items"),
+            F.coalesce(F.sum(F.when(F.col(EVENT_INDEX) == 0, F.col(DUPLICATES))), F.lit(0)).alias("duplicate_events"),
         ).first()
-        return {key: int(row[key]) for key in row.asDict()}
+        counts = {key: int(row[key]) for key in row.asDict()}
+        if counts["duplicate_events"]:
+            logger.warning(
+                "%d duplicate event(s) dropped: each repeated (user_id, item_id) pair keeps only its latest event",
+                counts["duplicate_events"],
+            )
+        return counts
+
+    def require_queries(self, counts: dict[str, int] | None = None, source: str = "the dataset") -> None:
+        """Raise ``EmptyDataError`` saying why when the split holds no test query (``counts``: ``self.counts()``)."""
+        counts = self.counts() if counts is None else counts
+        if counts["test_queries"]:
+            return
+        if counts["held_out_events"] == 0:
+            raise EmptyDataError(
+                f"{source} gives no test queries: none of its {counts['users']} user(s) has more than "
+                f"{self.holdout} events (holdout={self.holdout} needs at least {self.holdout + 1} per user)"
+            )
+        raise EmptyDataError(
+            f"{source} gives no test queries: none of the {counts['held_out_events']} held-out events is rated "
+            f"above positive_threshold={self.positive_threshold:g}"
+        )
 
 
 def temporal_split(
@@ -65,6 +93,9 @@ def temporal_split(
     ``Split.counts()["short_users"]`` says how many there were. ``query_id = user_id * holdout + j`` where
     ``j`` is the event's position among that user's held-out events: unique, stable and computed without a
     global sort.
+
+    Duplicate events — several events of one (user, item) pair — keep only the latest (largest timestamp,
+    then highest rating); ``Split.counts()["duplicate_events"]`` says how many were dropped.
     """
     if not isinstance(holdout, int) or holdout < 1:
         raise InvalidParameterError(f"holdout must be a positive integer, got {holdout!r}")
@@ -74,8 +105,10 @@ def temporal_split(
         positive_threshold = float(positive_threshold)
     except (TypeError, ValueError):
         raise InvalidParameterError(f"positive_threshold must be a number, got {positive_threshold!r}") from None
+    if not math.isfinite(positive_threshold):
+        raise InvalidParameterError(f"positive_threshold must be a finite number, got {positive_threshold!r}")
 
-    events = with_sequence_context(ratings.select(*INTERACTION_COLUMNS), history=history)
+    events = with_sequence_context(latest_per_pair(ratings.select(*INTERACTION_COLUMNS)), history=history)
     first_held_out = F.col(EVENT_COUNT) - holdout
     is_held_out = (F.col(EVENT_COUNT) >= holdout + 1) & (F.col(EVENT_INDEX) >= first_held_out)
 
@@ -89,3 +122,19 @@ def temporal_split(
         TIMESTAMP,
     )
     return Split(train=train, test=test, holdout=holdout, positive_threshold=positive_threshold, events=events)
+
+
+def latest_per_pair(ratings: DataFrame) -> DataFrame:
+    """``ratings`` with only the latest event of each (user, item) pair (largest timestamp, then highest
+    rating), plus ``_user_duplicates``: how many of the user's events were dropped.
+
+    Both windows are partitioned by user alone, like the sequence windows after them, so the whole split
+    still shuffles the events once.
+    """
+    by_pair = Window.partitionBy(USER_ID).orderBy(
+        F.col(ITEM_ID).asc(), F.col(TIMESTAMP).desc(), F.col(RATING).desc_nulls_last()
+    )
+    repeat = F.coalesce(F.lag(ITEM_ID, 1).over(by_pair) == F.col(ITEM_ID), F.lit(False))
+    flagged = ratings.withColumn("_repeat", repeat)
+    counted = flagged.withColumn(DUPLICATES, F.sum(F.col("_repeat").cast("long")).over(Window.partitionBy(USER_ID)))
+    return counted.where(~F.col("_repeat")).drop("_repeat")

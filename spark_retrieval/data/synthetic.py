@@ -7,7 +7,11 @@ driver only solves for one scalar (the activity scale), so nothing on it grows w
 
 * User activity: every user has at least ``MIN_EVENTS_PER_USER`` events, plus a Lomax (Pareto II) tail with
   index ``user_skew``, truncated at ``MAX_CATALOGUE_SHARE`` of the catalogue; the scale is chosen so the
-  expected total is ``num_interactions``.
+  expected total is ``num_interactions``. Users take the tail's quantiles at the points of a seeded Weyl
+  sequence, ``frac(offset + user_id · (√5 − 1)/2)``, not independent draws: the marginal law is the same, but
+  the points spread evenly over (0, 1), so the total lands within a fraction of a percent of
+  ``num_interactions`` (independent draws of a tail this heavy miss it by several percent) — and each user's
+  count still needs only its own id.
 * Item popularity: Zipf, ``P(item of popularity rank r) ∝ r^-item_skew``; a seeded permutation maps ranks to
   item ids ``1..num_items``. A user's items are distinct (drawn without replacement).
 * Ratings 1–5 with MovieLens-like frequencies; timestamps increase along each user's events.
@@ -33,6 +37,8 @@ FIRST_TIMESTAMP = 956_703_932  # MovieLens-1M's first rating, 2000-04-25
 TIMESTAMP_SPAN_S = 3 * 365 * 24 * 3600
 MEAN_GAP_S = 600.0
 PERMUTATION_STREAM = 2**32  # RNG stream for the item permutation, apart from every block's stream
+ACTIVITY_STREAM = 2**32 + 1  # RNG stream for the offset of the activity quantiles
+GOLDEN_FRACTION = (math.sqrt(5.0) - 1.0) / 2.0
 
 SCHEMA = T.StructType(
     [
@@ -118,7 +124,7 @@ def user_block_events(
     rng = np.random.default_rng([seed, block])
     first_user = block * USERS_PER_BLOCK + 1
     users = np.arange(first_user, min(first_user + USERS_PER_BLOCK, num_users + 1), dtype=np.int64)
-    counts = user_event_counts(rng, len(users), user_skew, scale, max_events)
+    counts = user_event_counts(activity_quantiles(seed, users), user_skew, scale, max_events)
     item_ids = item_permutation(seed, num_items)
     popularity = zipf_probabilities(num_items, item_skew)
     ranks = np.concatenate([distinct_popular_ranks(rng, popularity, count) for count in counts])
@@ -132,8 +138,19 @@ def user_block_events(
     )
 
 
-def user_event_counts(rng: np.random.Generator, size: int, shape: float, scale: float, max_events: int) -> np.ndarray:
-    tail = scale * ((1.0 - rng.random(size)) ** (-1.0 / shape) - 1.0)
+def activity_quantiles(seed: int, users: np.ndarray) -> np.ndarray:
+    """Each user's quantile of the activity law: ``frac(offset + user_id · (√5 − 1)/2)``, offset seeded.
+
+    Any ``n`` consecutive ids give ``n`` points spread evenly over [0, 1) (a Weyl sequence), so sums over users
+    track the law's mean closely, and a user's quantile depends only on ``seed`` and its own id.
+    """
+    offset = np.random.default_rng([seed, ACTIVITY_STREAM]).random()
+    return np.mod(offset + users.astype(np.float64) * GOLDEN_FRACTION, 1.0)
+
+
+def user_event_counts(quantiles: np.ndarray, shape: float, scale: float, max_events: int) -> np.ndarray:
+    """``MIN_EVENTS_PER_USER`` plus the truncated Lomax tail at each quantile, rounded to whole events."""
+    tail = scale * ((1.0 - quantiles) ** (-1.0 / shape) - 1.0)
     extra = np.minimum(tail, max_events - MIN_EVENTS_PER_USER)
     return MIN_EVENTS_PER_USER + np.floor(extra + 0.5).astype(np.int64)
 

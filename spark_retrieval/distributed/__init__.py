@@ -8,12 +8,19 @@ gives the rank's ``Collective``: rank/size, and the few collective operations a 
 Backends: ``horovod`` (``horovod.spark.run`` over Gloo), ``torch_distributor``
 (``pyspark.ml.torch.distributor.TorchDistributor``, DDP over Gloo) and ``local`` (one process: the
 driver itself; for debugging and single-process baselines).
+
+Failures: when a training process dies, ``run`` raises ``TrainingFailedError`` naming the rank and exit
+code the backend reports, and never waits for it: a dead process's connections close, so its peers'
+next collective fails at once. A peer that stops answering without dying is given up after
+``failure_timeout`` seconds (the Gloo timeout of every collective and of the start-up rendezvous), and
+a training process that makes no progress for that long ends itself (``watchdog.py``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 from typing import Any, Callable, Protocol, Sequence
 
 from pyspark.sql import SparkSession
@@ -25,6 +32,7 @@ TORCH_DISTRIBUTOR = "torch_distributor"
 LOCAL = "local"
 BACKENDS = (HOROVOD, TORCH_DISTRIBUTOR, LOCAL)
 MAX_DEFAULT_NUM_PROC = 8
+DEFAULT_FAILURE_TIMEOUT = 300
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -53,6 +61,9 @@ class Collective(Protocol):
     def sum(self, value: float) -> float:
         """Sum of ``value`` over ranks."""
 
+    def lost_peer(self, error: BaseException) -> bool:
+        """Whether ``error`` is a collective failing because another process is gone (not this one's fault)."""
+
     def close(self) -> None:
         """Leave the process group."""
 
@@ -63,14 +74,21 @@ def get_launcher(
     num_proc: int,
     nics: Sequence[str] | None = None,
     start_timeout: int = 600,
+    failure_timeout: int = DEFAULT_FAILURE_TIMEOUT,
 ) -> Launcher:
-    """The launcher for ``backend``; fails at once (``MissingDependencyError``) when the backend is not installed."""
+    """The launcher for ``backend``; fails at once (``MissingDependencyError``) when the backend is not installed.
+
+    ``failure_timeout`` (Horovod) goes to the processes as ``HOROVOD_GLOO_TIMEOUT_SECONDS``; the
+    TorchDistributor processes get theirs from ``init_collective``.
+    """
     check_num_proc(num_proc)
     if backend == HOROVOD:
         from .horovod import HorovodLauncher
 
         check_local_slots(spark, num_proc)
-        return HorovodLauncher(num_proc=num_proc, nics=nics, start_timeout=start_timeout)
+        return HorovodLauncher(
+            num_proc=num_proc, nics=nics, start_timeout=start_timeout, failure_timeout=failure_timeout
+        )
     if backend == TORCH_DISTRIBUTOR:
         from .torch_distributor import TorchDistributorLauncher
 
@@ -84,8 +102,14 @@ def get_launcher(
     raise InvalidParameterError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def init_collective(backend: str, nics: Sequence[str] | None = None) -> Collective:
-    """Join the process group of ``backend`` from inside a launched training function."""
+def init_collective(
+    backend: str, nics: Sequence[str] | None = None, failure_timeout: int = DEFAULT_FAILURE_TIMEOUT
+) -> Collective:
+    """Join the process group of ``backend`` from inside a launched training function.
+
+    ``failure_timeout``: seconds a collective waits for a peer before failing (TorchDistributor; Horovod
+    reads it from the environment its launcher set).
+    """
     if backend == HOROVOD:
         from .horovod import HorovodCollective
 
@@ -93,7 +117,7 @@ def init_collective(backend: str, nics: Sequence[str] | None = None) -> Collecti
     if backend == TORCH_DISTRIBUTOR:
         from .torch_distributor import TorchCollective
 
-        return TorchCollective(nics=nics)
+        return TorchCollective(nics=nics, failure_timeout=failure_timeout)
     if backend == LOCAL:
         from .local import LocalCollective
 
@@ -143,3 +167,21 @@ def default_nics(spark: SparkSession) -> list[str] | None:
     conf = spark.sparkContext.getConf()
     host = conf.get("spark.driver.bindAddress", None) or conf.get("spark.driver.host", None) or ""
     return ["lo"] if host in LOOPBACK_HOSTS else None
+
+
+def describe_exit_code(code: int) -> str:
+    """``137`` → ``"code 137: killed by signal 9 (SIGKILL; …)"``; negative codes are signals too (subprocess style)."""
+    from .watchdog import EXIT_CODE as WATCHDOG_EXIT_CODE
+
+    if code == WATCHDOG_EXIT_CODE:
+        return f"code {code}: its watchdog saw no progress for failure_timeout seconds (a hung peer or I/O)"
+    number = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else None
+    if number is None:
+        hint = "an exception in the training function: its traceback is in the output above" if code else "no error"
+        return f"code {code}: {hint}"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = "unknown signal"
+    cause = "; out of memory, or killed from outside" if number == signal.SIGKILL else ""
+    return f"code {code}: killed by signal {number} ({name}{cause})"

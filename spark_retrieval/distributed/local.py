@@ -36,5 +36,8 @@ class LocalCollective:
     def sum(self, value: float) -> float:
         return float(value)
 
+    def lost_peer(self, error: BaseException) -> bool:
+        return False
+
     def close(self) -> None:
         pass

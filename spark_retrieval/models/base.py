@@ -153,7 +153,11 @@ class RetrievalModel(Model, _ParamsMixin):
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str, overwrite: bool = True) -> None:
-        """Write every table as parquet plus ``metadata.json``; published atomically (old copy kept until done)."""
+        """Write every table as parquet plus ``metadata.json``; published atomically (old copy kept until done).
+
+        ``metadata.json`` also lists every data file of every table with its size, so ``load`` can tell a
+        complete model from a damaged one without reading the data.
+        """
         spark = SparkSession.getActiveSession()
         with storage.atomic_directory(spark, path, overwrite=overwrite) as staging:
             for name, table in self.tables.items():
@@ -163,29 +167,79 @@ class RetrievalModel(Model, _ParamsMixin):
                 "class": f"{type(self).__module__}.{type(self).__qualname__}",
                 "params": self.params_dict(),
                 "tables": sorted(self.tables),
+                "files": {name: storage.data_files(spark, f"{staging}/{name}") for name in sorted(self.tables)},
                 "metadata": self.metadata,
             }
             storage.write_text(spark, f"{staging}/{METADATA_FILE}", json.dumps(document, indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: str) -> "RetrievalModel":
-        """Load any saved model; called on a subclass it also checks the saved class matches."""
+        """Load any saved model; called on a subclass it also checks the saved class matches.
+
+        A missing folder is a ``DataNotFoundError``; a damaged one (unparsable ``metadata.json``, a table or
+        data file missing, truncated or added, a newer format) is a ``MalformedDataError`` naming the path.
+        """
         spark = SparkSession.getActiveSession()
         meta_path = f"{path}/{METADATA_FILE}"
         if not storage.path_exists(spark, meta_path):
             raise DataNotFoundError(f"no saved model at {path} ({METADATA_FILE} not found)")
+        corrupt = f"corrupt saved model at {path}"
         try:
-            document = json.loads(storage.read_text(spark, meta_path))
+            text = storage.read_text(spark, meta_path)
+        except Exception as exc:
+            reason = storage.read_failure(exc)
+            if reason is None:
+                raise
+            raise MalformedDataError(f"{corrupt}: {METADATA_FILE}: {reason}") from None
+        try:
+            document = json.loads(text)
+            version = document.get("format_version", FORMAT_VERSION)
+            if not isinstance(version, int) or version > FORMAT_VERSION:
+                raise MalformedDataError(
+                    f"{path} was saved in format {version!r}; this version of spark-retrieval reads up to {FORMAT_VERSION}"
+                )
             module_name, _, class_name = document["class"].rpartition(".")
             model_cls = getattr(importlib.import_module(module_name), class_name)
-            tables = {name: spark.read.parquet(f"{path}/{name}") for name in document["tables"]}
-        except (ValueError, KeyError, ImportError, AttributeError) as exc:
-            raise MalformedDataError(f"corrupt saved model at {path}: {exc}") from None
+            names = list(document["tables"])
+            files = document.get("files", {})
+            if not isinstance(files, dict):
+                raise TypeError(f"'files' is a {type(files).__name__}, not a mapping")
+        except (ValueError, KeyError, TypeError, ImportError, AttributeError) as exc:
+            if isinstance(exc, MalformedDataError):
+                raise
+            raise MalformedDataError(f"{corrupt}: {METADATA_FILE}: {type(exc).__name__}: {exc}") from None
         if not issubclass(model_cls, cls):
             raise MalformedDataError(f"{path} holds a {class_name}, not a {cls.__name__}")
+        tables = {}
+        for name in names:
+            table_path = f"{path}/{name}"
+            if not storage.path_exists(spark, table_path):
+                raise MalformedDataError(f"{corrupt}: table {name!r} is missing")
+            expected = files.get(name)
+            if expected is not None:
+                check_files(storage.data_files(spark, table_path), expected, f"{corrupt}: table {name!r}")
+            try:
+                tables[name] = spark.read.parquet(table_path)
+            except Exception as exc:
+                reason = storage.read_failure(exc)
+                if reason is None:
+                    raise
+                raise MalformedDataError(f"{corrupt}: table {name!r}: {reason}") from None
         model = model_cls(tables=tables, metadata=document.get("metadata", {}))
         model._set(**{k: v for k, v in document.get("params", {}).items() if model.hasParam(k)})
         return model
+
+
+def check_files(found: dict[str, int], expected: dict[str, int], what: str) -> None:
+    """Raise ``MalformedDataError`` when ``found`` (file → size) differs from the saved manifest ``expected``."""
+    for name, size in sorted(expected.items()):
+        if name not in found:
+            raise MalformedDataError(f"{what}: data file {name} is missing")
+        if found[name] != size:
+            raise MalformedDataError(f"{what}: data file {name} has {found[name]} bytes, {size} were saved")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise MalformedDataError(f"{what}: unexpected data file {extra[0]} (not written by save)")
 
 
 class ItemToItemModel(RetrievalModel):

@@ -250,11 +250,20 @@ def swing_scores(lists: sp.csr_matrix, weights: np.ndarray, alpha: float) -> tup
     common = lists[:, shared]
     if is_dense_enough(common):
         common = common.toarray()
-        pair_weights = user_pair_weights(common @ common.T, weights, alpha)
+        pair_weights = user_pair_weights(overlap_counts(common), weights, alpha)
         return shared, 0.5 * np.einsum("uj,uj->j", common, pair_weights @ common)
     pair_weights = user_pair_weights((common @ common.T).toarray(), weights, alpha)
     spread = (common.T.tocsr() @ pair_weights).T
     return shared, 0.5 * np.asarray(common.multiply(spread).sum(axis=0)).ravel()
+
+
+def overlap_counts(common: np.ndarray) -> np.ndarray:
+    """``common @ common.T`` for a dense 0/1 matrix, in float32 BLAS (about twice as fast as float64): exact,
+    because every product and partial sum is a whole number below 2^24 while a row has fewer entries."""
+    if common.shape[1] >= 1 << 24:
+        return common @ common.T
+    single = common.astype(np.float32)
+    return (single @ single.T).astype(np.float64)
 
 
 def user_pair_weights(overlaps: np.ndarray, weights: np.ndarray, alpha: float) -> np.ndarray:

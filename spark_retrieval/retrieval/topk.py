@@ -2,14 +2,15 @@
 
 Used by every embedding model (ALS now, two-tower later). Two execution paths give identical lists:
 
-* **broadcast** (catalog up to ``max_broadcast_bytes``): the item matrix is collected once, broadcast, and each
-  query batch is scored against it in ``mapInArrow``;
+* **broadcast** (catalog up to ``max_broadcast_bytes`` and half of ``spark.driver.maxResultSize``): the item
+  matrix is collected once, broadcast, and each query batch is scored against it in ``mapInArrow``;
 * **block cross-join** (larger catalogs): items are hashed into blocks and queries into groups of about
   ``block_bytes`` each; every (query group, item block) pair is scored in a cogroup, keeping a partial top-K per
   query and block, and the partial lists are merged per query.
 
 Ordering is score descending, then item id ascending, exactly. The matmul only *selects candidates*: every item
-whose approximate score reaches the approximate k-th score minus a bound on the rounding error is kept, and
+whose approximate score reaches a lower bound on the approximate k-th score minus a bound on the rounding error
+is kept (the bound comes from chunk maxima, so no full selection over a row is needed), and
 candidates are rescored with a fixed-order float64 sum of the stored vector components. A (query, item) score is
 therefore the same bits whatever batch, block or path computed it, so ties at the k-th place break by item id
 in both paths.
@@ -36,6 +37,7 @@ DEFAULT_MAX_BROADCAST_BYTES = 2 << 30
 DEFAULT_BLOCK_BYTES = 256 << 20
 SCORE_MATRIX_CELLS = 1 << 25  # cap on one (queries x items) approximate score matrix: 128 MiB as float32
 RESCORE_CELLS = 1 << 23  # cap on one gathered (candidates x dim) float64 array: 64 MiB
+CHUNKS_PER_RESULT = 8  # column chunks per kept item when bounding the k-th score (see _candidate_threshold)
 
 _BLOCK = "_block"
 _GROUP = "_group"
@@ -85,7 +87,8 @@ def top_k_inner_product(
     (unique) and ``item_vector``. ``normalize=True`` scores by cosine similarity instead. A list holds
     ``min(k, eligible items)`` entries; a query whose vector is null gets an empty list. Ties break by item id.
 
-    The item matrix is broadcast when it takes at most ``max_broadcast_bytes`` (one count first decides);
+    The item matrix is broadcast when it takes at most ``max_broadcast_bytes`` and at most half of
+    ``spark.driver.maxResultSize`` (it is collected to the driver first; one count decides);
     otherwise the block cross-join runs with blocks of about ``block_bytes``. ``query_batch_size`` bounds the
     queries scored by one numpy matmul.
     """
@@ -112,9 +115,16 @@ def top_k_inner_product(
     output_schema = T.StructType([queries.schema[QUERY_ID], T.StructField(RECOMMENDATIONS, SCORED_ITEMS)])
     if shape.count == 0:
         return query_table.select(QUERY_ID, empty_recommendations().alias(RECOMMENDATIONS))
-    if shape.matrix_bytes <= max_broadcast_bytes:
+    if shape.matrix_bytes <= min(max_broadcast_bytes, collectable_bytes(queries.sparkSession)):
         return _broadcast_top_k(query_table, item_table, shape, k, query_batch_size, output_schema)
     return _block_cross_join_top_k(query_table, item_table, shape, k, query_batch_size, block_bytes, output_schema)
+
+
+def collectable_bytes(spark: SparkSession) -> float:
+    """Half of ``spark.driver.maxResultSize`` (unlimited when that is 0): the largest item matrix the broadcast
+    path collects, leaving room for the ids and list offsets that travel with it."""
+    limit = spark.sparkContext._jsc.sc().conf().getSizeAsBytes("spark.driver.maxResultSize", "1g")
+    return limit / 2 if limit > 0 else math.inf
 
 
 # -- argument and schema checks --------------------------------------------------------------------------------
@@ -209,9 +219,11 @@ def block_top_k(
 def _batch_top_k(queries, excluded_rows, excluded_ids, block: ItemBlock, k: int):
     approx = queries.astype(block.matrix.dtype, copy=False) @ block.matrix.T
     _mask_excluded(approx, excluded_rows, excluded_ids, block.ids)
-    approx[np.isnan(approx)] = -np.inf
     threshold = _candidate_threshold(approx, queries, block, k)
-    rows, cols = np.nonzero((approx >= threshold[:, None]) & (approx > -np.inf))
+    selected = approx >= threshold[:, None]  # a NaN score is never selected
+    if np.isneginf(threshold).any():  # fewer than k scores above -inf: drop the excluded (-inf) items
+        selected &= approx > -np.inf
+    rows, cols = np.nonzero(selected)
     exact = exact_scores(queries, block.matrix, rows, cols)
     candidate_ids = block.ids[cols]
     order = np.lexsort((candidate_ids, -exact, rows))
@@ -230,14 +242,25 @@ def _mask_excluded(approx, excluded_rows, excluded_ids, block_ids) -> None:
 
 
 def _candidate_threshold(approx, queries, block: ItemBlock, k: int) -> np.ndarray:
-    """Per row: the approximate k-th score minus twice a bound on the matmul's and the rescoring's rounding error.
+    """Per row: a lower bound on the approximate k-th score minus twice a bound on the matmul's and the
+    rescoring's rounding error.
 
     Every item of the exact top k scores at least that much approximately, so no true top-k item is lost.
+    The lower bound avoids a selection over the whole row (``np.partition`` of a million scores per query
+    cost more than the matmul): the columns are cut into about ``CHUNKS_PER_RESULT · k`` chunks, and the k-th
+    largest chunk maximum is the bound. The k chunks with the largest maxima hold k distinct items that score
+    at least that much, so it never exceeds the true k-th score; with many more chunks than k, the top items
+    rarely share a chunk, and the bound lets through only a few items more than the k-th score itself.
+    NaN scores are ignored (``fmax``); excluded items are -inf.
     """
     num_items = approx.shape[1]
     if num_items <= k:
         return np.full(len(approx), -np.inf)
-    kth = np.partition(approx, num_items - k, axis=1)[:, num_items - k].astype(np.float64)
+    width = max(1, num_items // (CHUNKS_PER_RESULT * k))
+    maxima = np.fmax.reduceat(approx, np.arange(0, num_items, width), axis=1)
+    maxima[np.isnan(maxima)] = -np.inf  # a chunk of NaN scores only
+    chunks = maxima.shape[1]
+    kth = np.partition(maxima, chunks - k, axis=1)[:, chunks - k].astype(np.float64)
     dim = block.matrix.shape[1]
     unit = np.finfo(approx.dtype).eps + np.finfo(np.float64).eps
     query_norms = np.sqrt(np.einsum("ij,ij->i", queries, queries, dtype=np.float64))
@@ -332,7 +355,10 @@ def _broadcast_top_k(query_table, item_table, shape, k, batch_size, output_schem
                 [batch.column(QUERY_ID), recommendations], names=[QUERY_ID, RECOMMENDATIONS]
             )
 
-    return query_table.mapInArrow(score_batches, output_schema)
+    # Scoring costs |catalog| × dim per query, moving a query costs dim: spread the queries over every task slot,
+    # whatever partitioning they came with (one parquet file, or a join that adaptive execution coalesced).
+    spread = query_table.repartition(spark.sparkContext.defaultParallelism)
+    return spread.mapInArrow(score_batches, output_schema)
 
 
 # -- path 2: block cross-join ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...distributed import DEFAULT_FAILURE_TIMEOUT
 from ..base import check, param
 from .estimator import TwoTowerEstimator
 from .losses import BCE, SAMPLED_SOFTMAX
@@ -93,6 +94,7 @@ class DSSM(TwoTowerEstimator, DSSMParams):
         num_proc: int | None = None,
         nics: list[str] | None = None,
         start_timeout: int = 600,
+        failure_timeout: int = DEFAULT_FAILURE_TIMEOUT,
         working_dir: str | None = None,
         checkpoint_dir: str | None = None,
         shuffle_buffer: int = 65536,
@@ -102,9 +104,7 @@ class DSSM(TwoTowerEstimator, DSSMParams):
         user_features=None,
     ):
         super().__init__()
-        params = {k: v for k, v in locals().items() if k not in ("self", "__class__", "item_features", "user_features")}
-        params["hidden_dims"] = list(hidden_dims) if isinstance(hidden_dims, (list, tuple)) else hidden_dims
-        self._init_two_tower(params, item_features, user_features)
+        self._init_two_tower(locals())
 
     def loss_name(self) -> str:
         return self.get("loss")

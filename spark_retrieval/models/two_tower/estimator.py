@@ -3,7 +3,13 @@
 ``fit(train)``: resolve the schema against the data (bad columns fail here, before any work), build
 vocabularies and encoded examples with Spark, write them as parquet under the working directory,
 train on ``num_proc`` processes through the chosen backend, and wrap the weights and the tables
-retrieval needs into a model.
+retrieval needs into a model. DSSM and SimpleX only add their network, loss and parameters.
+
+Checkpoints and failures: with ``checkpoint_dir`` (or ``working_dir``) set, rank 0 checkpoints every
+epoch and a new ``fit`` with the same configuration resumes after the last completed one
+(``checkpoint.py``). When a training process dies, ``fit`` raises one ``TrainingFailedError`` naming the
+rank, its exit code, the epoch that was running and the checkpoint to resume from; peers that stop
+answering are given up after ``failure_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from pyspark.sql import DataFrame
 
 from ...columns import ITEM_ID, TIMESTAMP, USER_ID
 from ...distributed import LOCAL, default_nics, default_num_proc, get_launcher
-from ...errors import EmptyDataError, InvalidParameterError
+from ...errors import EmptyDataError, InvalidParameterError, TrainingFailedError
 from ..base import RetrievalEstimator
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT
+from .checkpoint import checkpoint_path, read_checkpoint, resumable_epochs, unusable_because
 from .losses import SAMPLED_SOFTMAX
 from .model import TwoTowerModel
 from .network import network_spec
@@ -49,7 +57,13 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
     family: ClassVar[str]
     model_class: ClassVar[type[TwoTowerModel]]
 
-    def _init_two_tower(self, params: dict[str, Any], item_features, user_features) -> None:
+    def _init_two_tower(self, arguments: dict[str, Any]) -> None:
+        """Every family's ``__init__`` ends with ``self._init_two_tower(locals())``: its keyword arguments
+        become the Params' defaults, the side tables are kept, and the parameters are checked."""
+        skip = ("self", "__class__", "item_features", "user_features")
+        # Tuples (hidden_dims, nics) become lists: the values a saved model's JSON gives back.
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in arguments.items() if k not in skip}
+        item_features, user_features = arguments.get("item_features"), arguments.get("user_features")
         self._init_params(params, {})
         for name, table in (("item_features", item_features), ("user_features", user_features)):
             if table is not None and not isinstance(table, DataFrame):
@@ -96,7 +110,9 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         backend = self.get("backend")
         num_proc = self.get("num_proc") or (1 if backend == LOCAL else default_num_proc(spark))
         nics = self.get("nics") or default_nics(spark)
-        launcher = get_launcher(backend, spark, num_proc, nics, self.get("start_timeout"))
+        launcher = get_launcher(
+            backend, spark, num_proc, nics, self.get("start_timeout"), self.get("failure_timeout")
+        )
         if self.loss_name() == SAMPLED_SOFTMAX and self.get("batch_size") < 2 * num_proc:
             raise InvalidParameterError(
                 f"batch_size={self.get('batch_size')} leaves fewer than 2 in-batch items per process ({num_proc} processes)"
@@ -118,7 +134,11 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
                 if example_count < num_proc:
                     raise EmptyDataError(f"only {example_count} training example(s) for {num_proc} processes")
                 job = self._training_job(spec, files, items_path, example_count, backend, nics, directory)
-                results = launcher.run(train_on_rank, job)
+                resumable_epochs(job.checkpoint_dir, job.fingerprint, job.epochs)  # warns about an unusable one
+                try:
+                    results = launcher.run(train_on_rank, job)
+                except TrainingFailedError as failure:
+                    raise _with_progress(failure, job) from failure
         finally:
             positives.unpersist()
         root = _root_result(results)
@@ -148,10 +168,12 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
     def _training_job(self, spec, files, items_path, example_count, backend, nics, directory) -> TrainingJob:
         checkpoint_dir = self.get("checkpoint_dir") or (f"{directory}/checkpoints" if self.get("working_dir") else None)
         settings = {
+            "checkpoint_format": CHECKPOINT_FORMAT,
             "network": spec,
             "loss": self.loss_name(),
             "objective": self.objective_options(),
             "examples": example_count,
+            "example_files": [rows for _, rows in files],
             **{name: self.get(name) for name in (
                 "batch_size", "learning_rate", "weight_decay", "seed", "num_negatives", "alpha", "positive_threshold"
             )},
@@ -172,10 +194,44 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
             shuffle_buffer=self.get("shuffle_buffer"),
             checkpoint_dir=checkpoint_dir,
             nics=nics,
+            failure_timeout=self.get("failure_timeout"),
             verbose=self.get("verbose"),
             label=self.family,
             **self.objective_options(),
         )
+
+
+def _with_progress(failure: TrainingFailedError, job: TrainingJob) -> TrainingFailedError:
+    """``failure`` restated with the epoch that was running and the checkpoint to resume from."""
+    done = None
+    if job.checkpoint_dir:
+        try:
+            checkpoint = read_checkpoint(job.checkpoint_dir)
+        except Exception:  # noqa: BLE001 - a torn or foreign file only means "nothing to resume"
+            checkpoint = None
+        usable = checkpoint is not None and unusable_because(checkpoint, job.fingerprint, job.epochs) is None
+        done = int(checkpoint["epochs_done"]) if usable else 0
+    if done is None:
+        epoch, where = None, "during training"
+        resume = "no checkpoint_dir (or working_dir) was set, so fitting again starts from the first epoch"
+        path = None
+    else:
+        path = checkpoint_path(job.checkpoint_dir)
+        epoch = done + 1 if done < job.epochs else None
+        where = f"during epoch {epoch}/{job.epochs}" if epoch else f"after its last epoch ({job.epochs})"
+        resume = (
+            f"the last completed epoch ({done}) is checkpointed in {path}: fit again with the same checkpoint_dir "
+            f"and parameters to resume from epoch {min(done + 1, job.epochs)}"
+            if done
+            else f"no epoch had completed, so fitting again starts from the first one ({path} does not hold one)"
+        )
+    return TrainingFailedError(
+        f"{job.label} training failed {where}: {failure}. {resume[0].upper()}{resume[1:]}.",
+        rank=failure.rank,
+        exit_code=failure.exit_code,
+        epoch=epoch,
+        checkpoint=path if done else None,
+    )
 
 
 def _root_result(results: list[RankResult]) -> RankResult:

@@ -35,6 +35,11 @@ class TwoTowerParams(Params):
     num_proc = param("num_proc", "training processes (None: one per core the cluster offers, at most 8)")
     nics = param("nics", "network interfaces for the collectives (None: ['lo'] when the driver is on loopback)")
     start_timeout = param("start_timeout", "seconds Horovod waits for all its processes to start")
+    failure_timeout = param(
+        "failure_timeout",
+        "seconds a training process waits in a collective for a peer that stopped answering before the fit fails "
+        "(Gloo timeout; a peer that dies is noticed at once)",
+    )
     working_dir = param("working_dir", "where the examples are written (None: a temporary directory, removed after fit)")
     checkpoint_dir = param(
         "checkpoint_dir", "per-epoch checkpoints; a rerun resumes from them (None: working_dir/checkpoints when working_dir is set)"
@@ -49,7 +54,7 @@ class TwoTowerParams(Params):
         dim = get("embedding_dim")
         check(dim is None or (is_int(dim) and dim >= 1), f"embedding_dim must be None or a positive integer, got {dim!r}")
         check(is_number(get("positive_threshold")), f"positive_threshold must be a number, got {get('positive_threshold')!r}")
-        for name in ("num_negatives", "epochs", "batch_size", "shuffle_buffer", "start_timeout"):
+        for name in ("num_negatives", "epochs", "batch_size", "shuffle_buffer", "start_timeout", "failure_timeout"):
             check(is_int(get(name)) and get(name) >= 1, f"{name} must be a positive integer, got {get(name)!r}")
         check(get("batch_size") >= 2, f"batch_size must be at least 2, got {get('batch_size')!r}")
         check(

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...distributed import DEFAULT_FAILURE_TIMEOUT
 from ..base import check, param
 from .estimator import TwoTowerEstimator
 from .losses import CCL
@@ -95,6 +96,7 @@ class SimpleX(TwoTowerEstimator, SimpleXParams):
         num_proc: int | None = None,
         nics: list[str] | None = None,
         start_timeout: int = 600,
+        failure_timeout: int = DEFAULT_FAILURE_TIMEOUT,
         working_dir: str | None = None,
         checkpoint_dir: str | None = None,
         shuffle_buffer: int = 65536,
@@ -104,8 +106,7 @@ class SimpleX(TwoTowerEstimator, SimpleXParams):
         user_features=None,
     ):
         super().__init__()
-        params = {k: v for k, v in locals().items() if k not in ("self", "__class__", "item_features", "user_features")}
-        self._init_two_tower(params, item_features, user_features)
+        self._init_two_tower(locals())
 
     def loss_name(self) -> str:
         return CCL

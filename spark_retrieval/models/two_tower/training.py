@@ -4,12 +4,23 @@ Each rank builds the network from the job's spec, joins the backend's process gr
 checkpoint when there is one for this configuration, streams its share of the example files every
 epoch and steps the optimizer on gradients averaged over ranks. Rank 0 reports loss and samples/s to
 stderr and writes a checkpoint after each epoch, then returns the weights.
+
+Everything random is a function of the seed: the initial weights (rank 0's, broadcast), each epoch's
+example order (``seed, epoch``) and in-window shuffle (``seed, epoch, rank``), and dropout (torch's
+generator, seeded once; its per-rank state is saved in every checkpoint and restored on resume). So a
+resumed run continues exactly where the interrupted one stopped.
+
+Test-only fault injection: ``SPARK_RETRIEVAL_TEST_KILL_AT=rank:epoch:step`` (epoch and step 1-based)
+makes that training process SIGKILL itself just before that optimizer step, after writing the time to
+the file named by ``SPARK_RETRIEVAL_TEST_KILL_MARKER`` when set. Ignored by the ``local`` backend,
+whose training process is the driver.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from ...distributed import DEFAULT_FAILURE_TIMEOUT
+from .checkpoint import checkpoint_record, load_checkpoint, save_checkpoint
 from .network import build_network
 from .layout import LOG_Q, POSITIVE_ITEM
 from .objective import TrainingObjective, item_feature_columns
@@ -28,6 +40,11 @@ from .shards import open_filesystem, rank_share, shuffled_batches, steps_per_epo
 from .state import parameter_hash, state_to_bytes
 
 THREADS_VARIABLE = "SPARK_RETRIEVAL_TORCH_THREADS"
+# A rank whose collective failed because a peer died waits this long before exiting, so that the launcher,
+# which names the first process to exit, names the dead one rather than this survivor.
+LOST_PEER_EXIT_DELAY_SECONDS = 3.0
+KILL_VARIABLE = "SPARK_RETRIEVAL_TEST_KILL_AT"
+KILL_MARKER_VARIABLE = "SPARK_RETRIEVAL_TEST_KILL_MARKER"
 
 
 @dataclass
@@ -51,6 +68,7 @@ class TrainingJob:
     shuffle_buffer: int = 65536
     checkpoint_dir: str | None = None
     nics: Sequence[str] | None = None
+    failure_timeout: int = DEFAULT_FAILURE_TIMEOUT
     verbose: bool = True
     label: str = "two-tower"
 
@@ -67,15 +85,30 @@ class RankResult:
 
 def train_on_rank(job: TrainingJob) -> RankResult:
     from ...distributed import init_collective
+    from ...distributed.watchdog import Watchdog
 
-    collective = init_collective(job.backend, job.nics)
+    collective = init_collective(job.backend, job.nics, job.failure_timeout)
     try:
-        return _train(job, collective)
+        if collective.size == 1:
+            return _train(job, collective, lambda: None)
+        # No progress for failure_timeout seconds (ranks waiting on each other for ever): end this process.
+        with Watchdog(job.failure_timeout, label=f"{job.label} rank {collective.rank}") as watchdog:
+            return _train(job, collective, watchdog.beat)
+    except Exception as error:
+        if collective.lost_peer(error):
+            print(
+                f"[{job.label}] rank {collective.rank}: a collective failed, most likely because another "
+                f"training process died ({error})",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(LOST_PEER_EXIT_DELAY_SECONDS)
+        raise
     finally:
         collective.close()
 
 
-def _train(job: TrainingJob, collective) -> RankResult:
+def _train(job: TrainingJob, collective, beat) -> RankResult:
     torch.manual_seed(job.seed)
     torch.set_num_threads(threads_per_process(collective.local_size))
     network = build_network(job.network)
@@ -87,21 +120,27 @@ def _train(job: TrainingJob, collective) -> RankResult:
     step, optimizer = collective.prepare(objective, optimizer)
 
     checkpoint = collective.broadcast_object(
-        load_checkpoint(job.checkpoint_dir, job.fingerprint) if collective.rank == 0 else None
+        load_checkpoint(job.checkpoint_dir, job.fingerprint, job.epochs) if collective.rank == 0 else None
     )
     start_epoch, history = 0, []
     if checkpoint is not None:
         network.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        start_epoch, history = checkpoint["epoch"] + 1, list(checkpoint["history"])
-        _report(job, collective, f"resuming from the checkpoint of epoch {start_epoch}/{job.epochs}")
+        rng_states = checkpoint["torch_rng"]
+        if len(rng_states) == collective.size:
+            torch.set_rng_state(rng_states[collective.rank])
+        else:  # resumed on another number of processes: still seeded, no longer the uninterrupted run's stream
+            torch.manual_seed(job.seed * 1_000_003 + checkpoint["epochs_done"] * 1009 + collective.rank)
+        start_epoch, history = checkpoint["epochs_done"], list(checkpoint["history"])
+        del checkpoint
+        _report(job, collective, f"resuming after epoch {start_epoch}/{job.epochs} (its checkpoint)")
 
     columns = objective.batch_columns()
     rank_batch = rank_batch_size(job.batch_size, collective.size)
     steps = steps_per_epoch(job.example_files, collective.size, rank_batch)
+    beat()
     for epoch in range(start_epoch, job.epochs):
-        record = _run_epoch(job, collective, objective, step, optimizer, columns, rank_batch, steps, epoch)
+        record = _run_epoch(job, collective, objective, step, optimizer, columns, rank_batch, steps, epoch, beat)
         history.append(record)
         _report(
             job,
@@ -109,18 +148,14 @@ def _train(job: TrainingJob, collective) -> RankResult:
             f"epoch {epoch + 1}/{job.epochs}: loss {record['loss']:.5f}, "
             f"{record['samples_per_second']:,.0f} samples/s ({record['seconds']:.1f}s, {collective.size} proc)",
         )
-        if collective.rank == 0 and job.checkpoint_dir:
-            save_checkpoint(
-                job.checkpoint_dir,
-                {
-                    "fingerprint": job.fingerprint,
-                    "epoch": epoch,
-                    "model": network.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "history": history,
-                    "torch_rng": torch.get_rng_state(),
-                },
-            )
+        if job.checkpoint_dir:
+            rng_states = collective.allgather_object(torch.get_rng_state())  # every rank's dropout stream
+            if collective.rank == 0:
+                saved = checkpoint_record(
+                    job.fingerprint, epoch + 1, network.state_dict(), optimizer.state_dict(), history, rng_states
+                )
+                save_checkpoint(job.checkpoint_dir, saved)
+        beat()
 
     own_hash = parameter_hash(network)
     hashes = collective.allgather_object(own_hash)
@@ -146,18 +181,24 @@ def rank_batch_size(batch_size: int, size: int) -> int:
     return max(1, math.ceil(batch_size / size))
 
 
-def _run_epoch(job, collective, objective, step, optimizer, columns, batch_size, steps, epoch) -> dict[str, float]:
+def _run_epoch(
+    job, collective, objective, step, optimizer, columns, batch_size, steps, epoch, beat
+) -> dict[str, float]:
     objective.train()
     started = time.perf_counter()
     rng = np.random.default_rng([job.seed, epoch, collective.rank])
     share = rank_share(job.example_files, collective.rank, collective.size, job.seed, epoch)
+    kill_step = _kill_step(job, collective.rank, epoch)
     loss_sum, samples = 0.0, 0
-    for batch in shuffled_batches(share, columns, batch_size, steps, job.shuffle_buffer, rng):
+    for index, batch in enumerate(shuffled_batches(share, columns, batch_size, steps, job.shuffle_buffer, rng)):
+        if index == kill_step:
+            _kill_self()
         tensors = {name: torch.from_numpy(values.astype(np.int64, copy=False)) for name, values in batch.items()}
         optimizer.zero_grad()
         loss = step(tensors)
         loss.backward()
         optimizer.step()
+        beat()
         size = len(tensors[columns[0]])
         loss_sum += float(loss.detach()) * size
         samples += size
@@ -171,6 +212,24 @@ def _run_epoch(job, collective, objective, step, optimizer, columns, batch_size,
         "seconds": seconds,
         "samples_per_second": total_samples / seconds if seconds > 0 else 0.0,
     }
+
+
+def _kill_step(job: TrainingJob, rank: int, epoch: int) -> int | None:
+    """The 0-based step of this epoch at which the test hook kills this process, or None."""
+    spec = os.environ.get(KILL_VARIABLE)
+    if not spec or job.backend == "local":
+        return None
+    kill_rank, kill_epoch, kill_step = (int(part) for part in spec.split(":"))
+    return kill_step - 1 if (kill_rank, kill_epoch) == (rank, epoch + 1) else None
+
+
+def _kill_self() -> None:
+    marker = os.environ.get(KILL_MARKER_VARIABLE)
+    if marker:
+        with open(marker, "w") as stream:
+            stream.write(repr(time.time()))
+    print(f"[two-tower] test hook {KILL_VARIABLE}: killing process {os.getpid()}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _report(job: TrainingJob, collective, message: str) -> None:
