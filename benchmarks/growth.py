@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -172,7 +174,17 @@ def run_phase(args, size_text: str, phase: str) -> dict:
                "--data-dir", args.data_dir]
     started = load_average()
     start = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    # Own process group, so a phase past --timeout is killed with its JVM and Python workers.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return {"failed": True, "timed_out": True, "returncode": None, "elapsed_s": time.perf_counter() - start,
+                "stderr_tail": f"stopped after --timeout {args.timeout:.0f} s", "load_at_start": started}
+    completed = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     elapsed = time.perf_counter() - start
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     if completed.returncode != 0 or not lines:

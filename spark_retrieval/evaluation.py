@@ -33,23 +33,29 @@ def per_query_metrics(recommendations: DataFrame, test: DataFrame, k: int = 20) 
     joined = labels.join(predicted, QUERY_ID, "left").select(
         QUERY_ID, "_labels", F.coalesce("_predicted", F.array().cast("array<long>")).alias("_predicted")
     )
-    hits = F.transform("_predicted", lambda item: F.array_contains("_labels", item))
-    # One left fold over the hit flags accumulates hit count, precision sum (for AP) and DCG together.
-    folded = F.aggregate(
-        hits,
-        F.struct(F.lit(0).alias("i"), F.lit(0).alias("hits"), F.lit(0.0).alias("ap"), F.lit(0.0).alias("dcg")),
-        lambda acc, hit: F.struct(
-            (acc["i"] + 1).alias("i"),
-            (acc["hits"] + F.when(hit, 1).otherwise(0)).alias("hits"),
-            (acc["ap"] + F.when(hit, (acc["hits"] + 1) / (acc["i"] + 1)).otherwise(0.0)).alias("ap"),
-            (acc["dcg"] + F.when(hit, 1.0 / F.log2(acc["i"] + 2)).otherwise(0.0)).alias("dcg"),
-        ),
+    # Positions (0-based, ascending) of the predicted items that are labels; only those add to the sums, so
+    # folding over them gives the same bits as a fold over every position adding 0.0 at the misses, and it
+    # builds no per-position struct (the interpreted lambdas were half the evaluator's CPU time).
+    hit_positions = F.array_remove(
+        F.transform("_predicted", lambda item, i: F.when(F.array_contains("_labels", item), i).otherwise(-1)), -1
     )
+    # AP: the j-th hit (0-based) at position p adds precision@(p+1) = (j+1)/(p+1); DCG: it adds 1/log2(p+2).
+    precision_sum = F.aggregate(
+        F.transform("_hit_positions", lambda p, j: (j + 1) / (p + 1)), F.lit(0.0), lambda acc, x: acc + x
+    )
+    dcg = F.aggregate("_hit_positions", F.lit(0.0), lambda acc, p: acc + 1.0 / F.log2(p + 2))
     ideal_length = F.least(F.size("_labels"), F.lit(k))
     ideal_dcg = F.aggregate(
         F.sequence(F.lit(1), ideal_length), F.lit(0.0), lambda acc, i: acc + 1.0 / F.log2(i + 1)
     )
-    stats = joined.select(QUERY_ID, F.size("_labels").alias("_num_labels"), folded.alias("_f"), ideal_dcg.alias("_idcg"), ideal_length.alias("_ideal_length"))
+    with_hits = joined.select(QUERY_ID, "_labels", hit_positions.alias("_hit_positions"))
+    stats = with_hits.select(
+        QUERY_ID,
+        F.size("_labels").alias("_num_labels"),
+        F.struct(F.size("_hit_positions").alias("hits"), precision_sum.alias("ap"), dcg.alias("dcg")).alias("_f"),
+        ideal_dcg.alias("_idcg"),
+        ideal_length.alias("_ideal_length"),
+    )
     return stats.select(
         QUERY_ID,
         (F.col("_f.hits") / F.lit(float(k))).alias("precision"),

@@ -353,11 +353,8 @@ def test_cluster_results_equal_the_local_run(local_run, cluster_run):
 
 def test_bundled_dataset_from_the_shipped_zip(shipped_zip, tmp_path):
     """The ml-latest-small configs read the bundled copy when data.path is null; that must work with the library
-    imported from the zip too (checked under local[2]: the driver reads the bundled files the same way there).
-
-    Known bug, reported with issue 6: ``spark_retrieval.data.movielens.read_bundled`` opens the parquet files by
-    filesystem path, which lies inside the zip. This test xfails on exactly that error and passes once fixed.
-    """
+    imported from the zip too, where the bundled parquet files have no filesystem path (read as package
+    resources; under local[2] the driver takes the same route as on a cluster)."""
     env = submit_env(OUTPUT=str(tmp_path / "output"))
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c",
@@ -365,11 +362,5 @@ def test_bundled_dataset_from_the_shipped_zip(shipped_zip, tmp_path):
          "jobs/prepare.py --config jobs/conf/ml-latest-small_item_cf.yaml"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
     )
-    # Under local[2] Spark reads the path (PATH_NOT_FOUND), on a cluster pyarrow does (FileNotFoundError).
-    if result.returncode != 0 and re.search(
-        r"(PATH_NOT_FOUND|FileNotFoundError).*spark_retrieval\.zip/spark_retrieval/data/bundled/ml-latest-small/",
-        result.stdout + result.stderr,
-    ):
-        pytest.xfail("known bug: the bundled ml-latest-small is read by filesystem path, inside the zip")
     assert result.returncode == 0, output_tail(result)
     assert (tmp_path / "output" / "split" / "train").is_dir() and (tmp_path / "output" / "split" / "test").is_dir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -233,14 +234,18 @@ def load_ml_1m(spark: SparkSession, name: str, folder: str) -> MovieLens:
 
 
 def read_bundled(spark: SparkSession, file: str) -> DataFrame:
-    """A parquet file shipped inside the package: read by Spark under a local master, whose executors see
-    this machine's files; otherwise read on the driver and sent to the cluster (the file is small)."""
+    """A parquet file shipped inside the package. Under a local master, with the package installed as files,
+    Spark reads it by path. Otherwise (a cluster, whose executors do not see this machine's files, or the
+    package imported from a zip by ``--py-files``, where no path exists) the driver reads its bytes and sends
+    the table: it is small and fixed (ml-latest-small, about 100K ratings), not data that grows."""
     path = BUNDLED_DIR / file
-    if spark.sparkContext.master.startswith("local"):
+    if spark.sparkContext.master.startswith("local") and path.is_file():
         return spark.read.parquet(path.as_uri())
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return spark.createDataFrame(pq.read_table(path))
+    data = resources.files(__package__).joinpath(f"bundled/{BUNDLED}/{file}").read_bytes()
+    return spark.createDataFrame(pq.read_table(pa.BufferReader(data)))
 
 
 def load_bundled(spark: SparkSession) -> MovieLens:

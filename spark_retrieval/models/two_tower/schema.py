@@ -9,6 +9,7 @@ data lacks is rejected with a ``MalformedDataError`` naming that column, before 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Mapping
 
@@ -18,6 +19,7 @@ from ...columns import ITEM_ID, LAST_ITEM, RECENT_ITEMS, TIMESTAMP, USER_ID
 from ...errors import DataNotFoundError, MalformedDataError
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
+SHIPPED_SCHEMAS = resources.files(__package__).joinpath("schemas")
 
 CATEGORICAL = "categorical"
 SEQUENCE = "sequence"
@@ -177,26 +179,27 @@ def _feature_dict(feature: Feature) -> dict[str, Any]:
     return document
 
 
-def schema_path(name_or_path: str) -> str:
-    """A shipped schema's name (``dssm_movielens``) or a path to a YAML file → the file's path."""
+def read_schema_text(name_or_path: str) -> tuple[str, str]:
+    """A path to a YAML file, or a shipped schema's name (``dssm_movielens``) → (where it came from, its text).
+    Shipped schemas are read as package resources, so they load when the package is imported from a zip."""
     if os.path.exists(name_or_path):
-        return name_or_path
-    shipped = os.path.join(SCHEMA_DIR, f"{name_or_path}.yaml")
-    if os.path.exists(shipped):
-        return shipped
-    available = ", ".join(sorted(f[:-5] for f in os.listdir(SCHEMA_DIR) if f.endswith(".yaml")))
+        with open(name_or_path, encoding="utf-8") as stream:
+            return name_or_path, stream.read()
+    shipped = SHIPPED_SCHEMAS.joinpath(f"{name_or_path}.yaml")
+    if shipped.is_file():
+        return f"shipped schema {name_or_path}", shipped.read_text(encoding="utf-8")
+    available = ", ".join(sorted(f.name[:-5] for f in SHIPPED_SCHEMAS.iterdir() if f.name.endswith(".yaml")))
     raise DataNotFoundError(f"no schema file or shipped schema named {name_or_path!r} (shipped: {available})")
 
 
 def load_schema(name_or_path: str) -> FeatureSchema:
     """Parse and check a schema YAML file, given by path or by the name of a shipped schema."""
-    path = schema_path(name_or_path)
-    with open(path, encoding="utf-8") as stream:
-        try:
-            document = yaml.safe_load(stream)
-        except yaml.YAMLError as exc:
-            raise MalformedDataError(f"{path} is not valid YAML: {exc}") from None
-    return _parse(document, path)
+    origin, text = read_schema_text(name_or_path)
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MalformedDataError(f"{origin} is not valid YAML: {exc}") from None
+    return _parse(document, origin)
 
 
 def _parse(document: Any, origin: str) -> FeatureSchema:
