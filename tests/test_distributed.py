@@ -22,17 +22,9 @@ from spark_retrieval.distributed.torch_distributor import TorchDistributorLaunch
 from spark_retrieval.errors import InvalidParameterError, TrainingFailedError
 from spark_retrieval.models.two_tower import DSSM, SimpleX
 
-
-def _horovod_skip_reason():
-    try:
-        import horovod.spark  # noqa: F401
-        import horovod.torch as hvd
-    except Exception as exc:  # ImportError, or a torch-extension load error
-        return f"horovod not importable ({type(exc).__name__}: {exc}); run scripts/install_horovod.sh"
-    return None if hvd.gloo_built() else "horovod was built without Gloo; rerun scripts/install_horovod.sh"
+from horovod_available import requires_horovod
 
 
-HOROVOD_SKIP = _horovod_skip_reason()
 TINY = dict(epochs=2, embedding_dim=8, batch_size=32, verbose=False, num_proc=2)
 
 
@@ -55,7 +47,7 @@ def assert_ranks_agree(model, test):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(HOROVOD_SKIP is not None, reason=HOROVOD_SKIP or "")
+@requires_horovod
 def test_horovod_two_ranks_end_with_identical_parameters(split):
     train, test = split
     model = DSSM(**TINY, backend="horovod", hidden_dims=[16, 8], start_timeout=120).fit(train)

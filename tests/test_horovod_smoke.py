@@ -8,24 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from horovod_available import requires_horovod
 
-def _horovod_skip_reason() -> str | None:
-    try:
-        import horovod
-        import horovod.spark  # noqa: F401
-        import horovod.torch as hvd
-    except Exception as exc:  # ImportError, or a torch-extension load error after a torch upgrade
-        return f"horovod not importable ({type(exc).__name__}: {exc}); run scripts/install_horovod.sh"
-    if not hvd.gloo_built():
-        return f"horovod {horovod.__version__} was built without Gloo; rerun scripts/install_horovod.sh"
-    return None
-
-
-_SKIP_REASON = _horovod_skip_reason()
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(_SKIP_REASON is not None, reason=_SKIP_REASON or ""),
+    requires_horovod,
 ]
 
 NUM_PROC = 2  # the `spark` fixture is local[2]: one Spark task slot per Horovod rank

@@ -22,6 +22,8 @@ from spark_retrieval.data.split import temporal_split
 from spark_retrieval.evaluation import evaluate
 from spark_retrieval.models.two_tower import DSSM, SimpleX
 
+from horovod_available import requires_horovod
+
 pytestmark = pytest.mark.slow
 
 SCHEMA = "user_id long, item_id long, rating double, timestamp long"
@@ -30,18 +32,6 @@ FAMILIES = {
     "dssm": lambda **kw: DSSM(**COMMON, loss="bce", num_negatives=4, hidden_dims=[16, 8], dropout=0.1, **kw),
     "simplex": lambda **kw: SimpleX(**COMMON, num_negatives=4, dropout=0.1, **kw),
 }
-
-
-def _horovod_skip_reason():
-    try:
-        import horovod.spark  # noqa: F401
-        import horovod.torch as hvd
-    except Exception as exc:  # ImportError, or a torch-extension load error
-        return f"horovod not importable ({type(exc).__name__}: {exc}); run scripts/install_horovod.sh"
-    return None if hvd.gloo_built() else "horovod was built without Gloo; rerun scripts/install_horovod.sh"
-
-
-HOROVOD_SKIP = _horovod_skip_reason()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +79,7 @@ def test_one_process_runs_are_byte_identical(split, family):
     assert first["metrics"]["queries"] == test.select(QUERY_ID).distinct().count()
 
 
-@pytest.mark.skipif(HOROVOD_SKIP is not None, reason=HOROVOD_SKIP or "")
+@requires_horovod
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_two_process_horovod_runs_are_byte_identical(split, family):
     train, test = split

@@ -27,17 +27,8 @@ from spark_retrieval.models.two_tower import checkpoint as checkpoint_module
 from spark_retrieval.models.two_tower.estimator import _with_progress
 from spark_retrieval.models.two_tower.training import KILL_MARKER_VARIABLE, KILL_VARIABLE, TrainingJob
 
+from horovod_available import requires_horovod
 
-def _horovod_skip_reason():
-    try:
-        import horovod.spark  # noqa: F401
-        import horovod.torch as hvd
-    except Exception as exc:  # ImportError, or a torch-extension load error
-        return f"horovod not importable ({type(exc).__name__}: {exc}); run scripts/install_horovod.sh"
-    return None if hvd.gloo_built() else "horovod was built without Gloo; rerun scripts/install_horovod.sh"
-
-
-HOROVOD_SKIP = _horovod_skip_reason()
 
 SCHEMA = "user_id long, item_id long, rating double, timestamp long"
 FAILURE_TIMEOUT = 60
@@ -65,7 +56,7 @@ def split(spark):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(HOROVOD_SKIP is not None, reason=HOROVOD_SKIP or "")
+@requires_horovod
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # horovod's cancelled Spark job
 def test_killed_rank_fails_fast_and_a_rerun_resumes_to_the_same_model(split, tmp_path, monkeypatch):
     train, test = split

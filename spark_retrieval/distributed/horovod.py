@@ -47,12 +47,16 @@ INSTALL_HINT = (
 
 
 def require_horovod() -> None:
-    """Raise ``MissingDependencyError`` saying how to install Horovod when ``horovod.torch``/``horovod.spark`` fail."""
+    """Raise ``MissingDependencyError`` saying how to install Horovod when ``horovod.torch``/``horovod.spark``
+    do not load (not installed, or a torch extension built against another torch) or Horovod lacks Gloo."""
     try:
+        import horovod
         import horovod.spark  # noqa: F401
-        import horovod.torch  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(f"{INSTALL_HINT} ({exc})") from None
+        import horovod.torch as hvd
+    except Exception as exc:  # ImportError, or an OSError/RuntimeError loading the torch extension
+        raise MissingDependencyError(f"{INSTALL_HINT} ({type(exc).__name__}: {exc})") from None
+    if not hvd.gloo_built():
+        raise MissingDependencyError(f"{INSTALL_HINT} (horovod {horovod.__version__} was built without Gloo)")
 
 
 class HorovodLauncher:
