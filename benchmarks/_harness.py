@@ -48,6 +48,15 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
 # -- sizes ------------------------------------------------------------------------------------------
+def add_run_options(parser, driver_memory: str = "4g", runs_help: str = "timed runs; the median counts") -> None:
+    """The options every benchmark script takes: timed runs, seed, Spark master, driver memory, data cache."""
+    parser.add_argument("--runs", type=int, default=3, help=runs_help)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default=driver_memory)
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where generated data sets are cached as parquet")
+
+
 def parse_size(text: str) -> int:
     """``1M`` → 1,000,000; ``500K`` → 500,000; plain integers as they are."""
     text = text.strip().upper()

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from spark_retrieval.columns import ITEM_ID, RATING, RECOMMENDATIONS, SCORE, USER_ID
 from spark_retrieval.models.als import ITEMS, SEEN, ALSModel, factor_tables, seen_items, training_ratings
-from _harness import (DEFAULT_DATA_DIR, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, bench_session, load_average,
+from _harness import (add_run_options, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, bench_session, load_average,
                       load_text, median, parse_size, record, reference_data, runs_text, session_settings,
                       tree_cpu_seconds)
 
@@ -44,11 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--max-iter", type=int, default=5)
     parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=3, help="timed runs per method; the medians count")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="4g")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    add_run_options(parser, runs_help="timed runs per method; the medians count")
     return parser.parse_args(argv)
 
 

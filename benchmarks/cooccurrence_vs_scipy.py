@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from spark_retrieval.columns import ITEM_ID, USER_ID
 from spark_retrieval.models.item_cf import ItemCF
 from spark_retrieval.models.swing import Swing, swing_scores
-from _harness import (DEFAULT_DATA_DIR, bench_session, load_average, load_text, median, record, reference_data,
+from _harness import (add_run_options, bench_session, load_average, load_text, median, record, reference_data,
                       runs_text, session_settings, timed_cpu)
 
 
@@ -35,12 +35,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=6040)
     parser.add_argument("--items", type=int, default=3706)
     parser.add_argument("--interactions", type=int, default=1_000_000)
-    parser.add_argument("--seed", type=int, default=0)
+    add_run_options(parser, runs_help="timed Spark + scipy pairs after one warm-up fit")
     parser.add_argument("--k", type=int, default=100, help="neighbours per item")
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--runs", type=int, default=3, help="timed Spark + scipy pairs after one warm-up fit")
-    parser.add_argument("--driver-memory", default="4g")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where the synthetic parquet is cached")
     parser.add_argument("--with-swing", action="store_true", help="also time Swing once (see swing_at_1m.py)")
     parser.add_argument("--skip-swing-baseline", action="store_true", help="no single-node Swing (the slow part)")
     return parser.parse_args()

@@ -38,7 +38,7 @@ from pyspark.mllib.evaluation import RankingMetrics
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from _harness import (DEFAULT_DATA_DIR, bench_session, load_average, load_text, median, parse_size, record,
+from _harness import (add_run_options, bench_session, load_average, load_text, median, parse_size, record,
                       runs_text, session_settings, size_label, timed, timed_cpu)
 from spark_retrieval.columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS, SCORE
 from spark_retrieval.evaluation import evaluate
@@ -60,12 +60,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queries", type=parse_size, default=1_000_000)
     parser.add_argument("--items", type=int, default=3706)
     parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", type=int, default=3)
+    add_run_options(parser)
     parser.add_argument("--with-python-api", action="store_true", help="also time RankingMetrics(rdd) once")
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="4g")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     return parser.parse_args()
 
 

@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from _harness import (DEFAULT_DATA_DIR, RESULTS, MemorySampler, StageLog, bench_session, load_average, load_text,
+from _harness import (add_run_options, RESULTS, MemorySampler, StageLog, bench_session, load_average, load_text,
                       machine, median, movielens_shape, parse_size, reference_data, session_settings, size_label,
                       stage_lines, timed_cpu)
 
@@ -54,11 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1M,5M,20M", help="comma-separated interaction counts (1M, 5M, 20M…)")
     parser.add_argument("--phases", default=",".join(PHASES))
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="8g")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    add_run_options(parser, driver_memory="8g")
     parser.add_argument("--output", default=str(RESULTS / "growth.json"))
     parser.add_argument("--force", action="store_true", help="rerun phases already recorded")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds one phase may take")

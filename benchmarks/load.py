@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from _harness import (DEFAULT_DATA_DIR, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, MemorySampler, StageLog,
+from _harness import (add_run_options, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, MemorySampler, StageLog,
                       bench_session, load_average, load_text, median, parse_size, record, reference_data,
                       runs_text, session_settings, size_label, timed_cpu)
 
@@ -45,11 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=ML1M_ITEMS)
     parser.add_argument("--interactions", type=parse_size, default=ML1M_INTERACTIONS)
     parser.add_argument("--factors", default="1,10", help="test queries per training user, comma-separated")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="4g")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    add_run_options(parser)
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # "fit" or a factor, in a child process
     return parser.parse_args(argv)
 

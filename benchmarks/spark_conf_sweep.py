@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _harness import (DEFAULT_DATA_DIR, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, bench_session, load_average,
+from _harness import (add_run_options, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, bench_session, load_average,
                       load_text, median, parse_size, record, reference_data, session_settings, timed_cpu)
 
 CONFIGS = {
@@ -45,14 +45,10 @@ K = 20
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
-    parser.add_argument("--runs", type=int, default=3)
+    add_run_options(parser)
     parser.add_argument("--users", type=int, default=ML1M_USERS)
     parser.add_argument("--items", type=int, default=ML1M_ITEMS)
     parser.add_argument("--interactions", type=parse_size, default=ML1M_INTERACTIONS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="4g")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 from pyspark.sql import functions as F
 
-from _harness import (DEFAULT_DATA_DIR, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, bench_session, load_average,
+from _harness import (add_run_options, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, bench_session, load_average,
                       load_text, median, parse_size, record, reference_data, runs_text, session_settings, timed, timed_cpu)
 from spark_retrieval.columns import ITEM_ID, NEIGHBOURS, SCORE, USER_ID
 from spark_retrieval.models.swing import Swing
@@ -38,12 +38,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=ML1M_USERS)
     parser.add_argument("--items", type=int, default=ML1M_ITEMS)
     parser.add_argument("--interactions", type=parse_size, default=ML1M_INTERACTIONS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", type=int, default=3)
+    add_run_options(parser)
     parser.add_argument("--check-items", type=int, default=10, help="items checked by brute force (0: none)")
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="4g")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     return parser.parse_args()
 
 

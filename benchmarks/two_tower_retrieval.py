@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from _harness import (DEFAULT_DATA_DIR, bench_session, load_average, load_text, median, parse_size, record,
+from _harness import (add_run_options, bench_session, load_average, load_text, median, parse_size, record,
                       runs_text, session_settings, size_label, timed_cpu)
 from spark_retrieval.columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS
 from spark_retrieval.retrieval.topk import SCORE_MATRIX_CELLS, block_top_k, exact_scores, item_block, top_k_inner_product
@@ -48,13 +48,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--items", type=parse_size, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", type=int, default=3)
+    add_run_options(parser, driver_memory="6g")
     parser.add_argument("--threads", type=int, default=2, help="numpy batches computed at once")
     parser.add_argument("--skip-kernel", action="store_true", help="leave out the 'numpy, library kernel' row")
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="6g")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     return parser.parse_args()
 
 

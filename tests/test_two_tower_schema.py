@@ -1,12 +1,12 @@
-import filecmp
 import json
 import os
+from pathlib import Path
 
 import pytest
 import yaml
 
 from spark_retrieval.errors import DataNotFoundError, MalformedDataError
-from spark_retrieval.models.two_tower.schema import SCHEMA_DIR, load_schema
+from spark_retrieval.models.two_tower.schema import SHIPPED_SCHEMAS, load_schema
 
 REPO_SCHEMAS = os.path.join(os.path.dirname(__file__), "..", "schemas")
 TRAIN = ["user_id", "item_id", "rating", "timestamp"]
@@ -19,7 +19,7 @@ def test_shipped_schemas_load_and_match_the_repository_copies(name):
     schema = load_schema(name)
     assert {"user_id", "last_item", "recent_items", "gender", "age", "occupation"} == {f.name for f in schema.user}
     assert {f.name for f in schema.item} == {"item_id", "genres"}
-    assert filecmp.cmp(os.path.join(SCHEMA_DIR, f"{name}.yaml"), os.path.join(REPO_SCHEMAS, f"{name}.yaml"), shallow=False)
+    assert SHIPPED_SCHEMAS.joinpath(f"{name}.yaml").read_bytes() == Path(REPO_SCHEMAS, f"{name}.yaml").read_bytes()
     assert load_schema(os.path.join(REPO_SCHEMAS, f"{name}.yaml")) == schema
 
 

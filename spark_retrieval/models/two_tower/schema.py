@@ -9,8 +9,8 @@ data lacks is rejected with a ``MalformedDataError`` naming that column, before 
 from __future__ import annotations
 
 import os
-from importlib import resources
 from dataclasses import asdict, dataclass, replace
+from importlib import resources
 from typing import Any, Iterable, Mapping
 
 import yaml
@@ -18,7 +18,6 @@ import yaml
 from ...columns import ITEM_ID, LAST_ITEM, RECENT_ITEMS, TIMESTAMP, USER_ID
 from ...errors import DataNotFoundError, MalformedDataError
 
-SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
 SHIPPED_SCHEMAS = resources.files(__package__).joinpath("schemas")
 
 CATEGORICAL = "categorical"
