@@ -9,9 +9,10 @@ import re
 import sys
 from typing import Callable, Sequence
 
-from .errors import DataNotFoundError, InvalidParameterError, UserError
+from .errors import DataNotFoundError, InvalidParameterError, TrainingFailedError, UserError
 
 EXIT_USER_ERROR = 2
+EXIT_TRAINING_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """exit codes:
@@ -19,6 +20,8 @@ EXIT_CODES_HELP = """exit codes:
   1    unexpected error: a bug, printed with its traceback (please report it)
   2    bad input: arguments, config, data, paths or a saved model; one line on stderr
        ("error: ..." naming the file, line or key), and nothing written to the output
+  3    distributed training failed (a training process was killed or crashed); one line on stderr naming
+       the rank, the epoch and the checkpoint that running the same command again resumes from
   130  interrupted (Ctrl-C)
 every case, with its message, is listed in docs/reliability.md"""
 
@@ -164,12 +167,16 @@ COMMANDS = {"benchmark": run_benchmark_command}
 
 
 def exit_code_of(run: Callable[[], int]) -> int:
-    """Run a command: its exit code, or one line on stderr and exit code 2 for a ``UserError``."""
+    """Run a command: its exit code, or one line on stderr and exit code 2 for a ``UserError``, 3 for a
+    ``TrainingFailedError``."""
     try:
         return run()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except TrainingFailedError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -90,3 +90,20 @@ def test_console_script_exit_code(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: unknown model name(s): bogus") and "Traceback" not in result.stderr
+
+
+def test_training_failure_is_exit_3_and_one_line(capsys):
+    """A two-tower fit whose process died (TrainingFailedError, not a user mistake): its own exit code and its
+    message folded onto one ``error:`` line. The whole path through jobs/train.py with a killed Horovod rank is
+    test_jobs_two_tower.py::test_a_killed_training_rank_ends_the_train_job_with_exit_3_and_one_line."""
+    from spark_retrieval.cli import EXIT_TRAINING_FAILED, exit_code_of
+    from spark_retrieval.errors import TrainingFailedError
+
+    def failing() -> int:
+        raise TrainingFailedError("dssm training failed during epoch 2/3: rank 1 exited with code 137\n"
+                                  "  (SIGKILL). Fit again with the same checkpoint_dir", rank=1, exit_code=137)
+
+    assert exit_code_of(failing) == EXIT_TRAINING_FAILED == 3
+    err = capsys.readouterr().err
+    assert err == ("error: dssm training failed during epoch 2/3: rank 1 exited with code 137 (SIGKILL). "
+                   "Fit again with the same checkpoint_dir\n")

@@ -9,8 +9,9 @@ first clean, then with a kill in each phase:
 * ``als``: fit with a checkpoint directory, save, and write the top-20 retrieval for the test queries;
 * ``evaluate``: load the three saved models and evaluate their top-20 lists on the test split.
 
-During a killed phase a thread of the driver polls ``sc.statusTracker()`` for the phase's job group; once tasks
-are running (and some have completed, so the dying executor holds shuffle output) it sends SIGKILL to the
+During a killed phase a thread of the driver polls ``sc.statusTracker()`` for the phase's job group; once a
+running job of the group has a stage with tasks running and more waiting (and 40 % of the clean run's tasks
+have completed, so the dying executor holds shuffle output) it sends SIGKILL to the
 ``CoarseGrainedExecutorBackend`` JVM of an executor that is running a task, and waits for it to die. Spark
 reruns the lost tasks and recomputes lost shuffle output; the master starts a replacement executor, and the
 next phase waits for two executors again. The driver writes a JSON report; the test checks every kill
@@ -99,29 +100,49 @@ class ExecutorKiller(threading.Thread):
         self.done = threading.Event()
         self.record: dict | None = None
         self.error: str | None = None
+        self.finished_job_tasks: dict[int, int] = {}  # job id → completed tasks, for jobs that ended
 
     def run(self) -> None:
         try:
+            # Scanned once: the phase starts with two live executors and none is replaced before the kill.
+            processes = executor_processes(self.sc.applicationId)
             while not self.done.is_set() and self.record is None:
-                self._poll()
-                time.sleep(0.02)
+                self._poll(processes)
+                time.sleep(0.01)
         except Exception as error:  # noqa: BLE001 - reported, the test fails on it
             self.error = repr(error)
 
-    def _poll(self) -> None:
-        infos = group_stage_infos(self.sc, self.group)
-        running = [info for info in infos if info.numActiveTasks > 0]
-        completed = sum(info.numCompletedTasks for info in infos)
+    def _poll(self, processes: dict[str, psutil.Process]) -> None:
+        tracker = self.sc.statusTracker()
+        active_jobs = set(tracker.getActiveJobsIds())
+        completed, running = 0, []
+        # Ended jobs are counted from the cache, so a poll costs a few calls however many jobs the phase ran.
+        for job_id in tracker.getJobIdsForGroup(self.group):
+            if job_id in self.finished_job_tasks:
+                completed += self.finished_job_tasks[job_id]
+                continue
+            job = tracker.getJobInfo(job_id)
+            if job is None:
+                continue
+            infos = [info for info in map(tracker.getStageInfo, job.stageIds) if info is not None]
+            completed += sum(info.numCompletedTasks for info in infos)
+            if job_id not in active_jobs and str(job.status) in ("SUCCEEDED", "FAILED"):
+                self.finished_job_tasks[job_id] = sum(info.numCompletedTasks for info in infos)
+            # Only a stage with tasks still waiting beyond the running ones: it cannot end in the moment
+            # between this check and the kill (a one-task stage can, and then the kill falls between jobs).
+            running += [info for info in infos if info.numActiveTasks > 0
+                        and info.numCompletedTasks + info.numActiveTasks < info.numTasks]
         if not running or completed < self.after_tasks:
             return
-        processes = executor_processes(self.sc.applicationId)
-        candidates = [e for e in busy_executors(self.sc) if e in processes] or sorted(processes)
+        candidates = [e for e in busy_executors(self.sc) if e in processes]
         if not candidates:
             return
         victim = candidates[0]
         process = processes[victim]
-        running_jobs = [j for j in self.sc.statusTracker().getActiveJobsIds()
-                        if j in set(self.sc.statusTracker().getJobIdsForGroup(self.group))]
+        group_jobs = set(tracker.getJobIdsForGroup(self.group))
+        running_jobs = [j for j in tracker.getActiveJobsIds() if j in group_jobs]
+        if not running_jobs:
+            return
         process.kill()  # SIGKILL: the JVM gets no chance to clean up
         try:
             process.wait(timeout=30)
@@ -261,6 +282,9 @@ def failure_run(tmp_path_factory):
         result = subprocess.run(
             [str(SPARK_SUBMIT), "--master", cluster.master_url, "--py-files", str(shipped),
              "--driver-memory", "1g", "--executor-memory", "1g", "--conf", "spark.ui.enabled=false",
+             # Shuffle stages with more tasks than the two executor cores (no coalescing to one task), so the
+             # killer finds a stage with tasks still waiting even in the evaluator's many short jobs.
+             "--conf", "spark.sql.shuffle.partitions=8", "--conf", "spark.sql.adaptive.coalescePartitions.enabled=false",
              __file__, "--driver", "--data", str(data), "--work", str(work), "--report", str(report)],
             cwd=root, env=env, capture_output=True, text=True, timeout=1800,
         )

@@ -17,6 +17,9 @@ from spark_retrieval.columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS
 from spark_retrieval.config import load_config
 from spark_retrieval.jobs import build_estimator, validate
 from spark_retrieval.jobs import main as job_main
+from spark_retrieval.models.two_tower.training import KILL_VARIABLE
+
+from horovod_available import requires_horovod
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "jobs" / "conf"
@@ -179,3 +182,35 @@ def test_simplex_trains_in_process_and_evaluates_under_spark_submit(spark, works
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["model"] == "simplex_ccl" and report["k"] == 5 and report["queries"] > 0
     assert json.loads((out / "metrics" / "simplex_ccl.json").read_text()) == report
+
+
+@pytest.mark.slow
+@requires_horovod
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # horovod's cancelled Spark job
+def test_a_killed_training_rank_ends_the_train_job_with_exit_3_and_one_line(workspace, monkeypatch, capsys):
+    """Rank 1 of a two-process Horovod run SIGKILLs itself in epoch 2 of 2 (the test hook in training.py):
+    train.py exits 3 with one ``error:`` line naming the rank, the epoch and the checkpoint, and publishes no
+    model; the same command run again resumes from that checkpoint and saves the model."""
+    root, env = workspace
+    conf = str(CONF / "ml-1m_simplex_ccl.yaml")
+    out, checkpoints = root / "killed-out", root / "killed-checkpoints"
+    env = {**env, "OUTPUT": str(out)}
+    distributed = [*SIMPLEX_SHORT, "--set", "model.params.backend=horovod", "--set", "model.params.num_proc=2",
+                   "--set", f"model.params.checkpoint_dir={checkpoints}", "--set", "model.params.failure_timeout=60"]
+    assert run_jobs(monkeypatch, env, ("prepare", ["--config", conf, *SIMPLEX_SHORT, "--quiet"])) == [0]
+    monkeypatch.setenv(KILL_VARIABLE, "1:2:2")  # rank 1, epoch 2, step 2
+    codes = run_jobs(monkeypatch, env, ("train", ["--config", conf, *distributed, "--quiet"]))
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert codes == [3], stderr[-3000:]
+    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr[-3000:]
+    for expected in ("simplex training failed during epoch 2/2", "rank 1", "SIGKILL",
+                     f"{checkpoints}/checkpoint.pt", "resume from epoch 2"):
+        assert expected in errors[0], errors[0]
+    assert (out / "split" / "train").is_dir() and not (out / "models").exists()
+
+    monkeypatch.delenv(KILL_VARIABLE)
+    assert run_jobs(monkeypatch, env, ("train", ["--config", conf, *distributed, "--quiet"])) == [0]
+    saved = json.loads((out / "models" / "simplex_ccl" / "metadata.json").read_text())
+    assert saved["metadata"]["training"]["resumed_from_epoch"] == 1
+    assert [h["epoch"] for h in saved["metadata"]["training"]["history"]] == [1, 2]
