@@ -71,9 +71,9 @@ MODEL_FACTORIES: dict[str, Callable[[int], RetrievalEstimator]] = {
     "als_seed_preset": _als_seed_preset,
     **{name: _two_tower(name) for name in TWO_TOWER_ROWS},
 }
-# Rows of ``--models all``; presets that only reproduce old results, and the two-tower rows until their
-# tuning lands (issue 4), are asked for by name.
-DEFAULT_MODELS: tuple[str, ...] = ("global_hot", "item_cf", "swing", "als")
+CLASSIC_MODELS: tuple[str, ...] = ("global_hot", "item_cf", "swing", "als")
+# Rows of ``--models all``: every model but the presets that only reproduce old results (asked for by name).
+DEFAULT_MODELS: tuple[str, ...] = (*CLASSIC_MODELS, *TWO_TOWER_ROWS)
 
 TABLE_COLUMNS = (
     ("model", "model", "{}"),

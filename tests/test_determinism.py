@@ -14,6 +14,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from spark_retrieval.benchmark import CLASSIC_MODELS
 from spark_retrieval.columns import QUERY_ID
 from spark_retrieval.data.movielens import BUNDLED_DIR
 from spark_retrieval.jobs import main as job_main
@@ -102,13 +103,15 @@ def without_wall_clock(report: dict) -> bytes:
 
 @pytest.mark.slow
 def test_benchmark_in_two_processes_gives_the_same_report(tmp_path):
-    """Two separate processes (two JVMs, two Python hash seeds): the same results.json but for wall-clock fields."""
+    """Two separate processes (two JVMs, two Python hash seeds): the same results.json but for wall-clock fields.
+    The classic rows; the two-tower rows' run-to-run identity is test_two_tower_determinism.py's."""
     data = write_ml1m(tmp_path / "ml-1m")
     executable = os.path.join(os.path.dirname(sys.executable), "spark-retrieval")
     reports = []
     for run in ("a", "b"):
         result = subprocess.run(
-            [executable, "benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--models", "all",
+            [executable, "benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5",
+             "--models", ",".join(CLASSIC_MODELS),
              "--seed", str(SEED), "--master", "local[2]", "--output", str(tmp_path / run), "--quiet"],
             capture_output=True, text=True, timeout=900, cwd=tmp_path,
             env={**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
