@@ -125,9 +125,10 @@ class ExecutorKiller(threading.Thread):
             if job is None:
                 continue
             infos = [info for info in map(tracker.getStageInfo, job.stageIds) if info is not None]
-            completed += sum(info.numCompletedTasks for info in infos)
+            job_tasks = sum(info.numCompletedTasks for info in infos)
+            completed += job_tasks
             if job_id not in active_jobs and str(job.status) in ("SUCCEEDED", "FAILED"):
-                self.finished_job_tasks[job_id] = sum(info.numCompletedTasks for info in infos)
+                self.finished_job_tasks[job_id] = job_tasks
             # Only a stage with tasks still waiting beyond the running ones: it cannot end in the moment
             # between this check and the kill (a one-task stage can, and then the kill falls between jobs).
             running += [info for info in infos if info.numActiveTasks > 0
