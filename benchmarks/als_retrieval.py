@@ -1,4 +1,4 @@
-"""Bar 4: ALS retrieval without seen items, ``top_k_inner_product`` vs ``recommendForAllUsers`` + filtering.
+"""ALS retrieval without seen items, ``top_k_inner_product`` vs ``recommendForAllUsers`` + filtering.
 
 Fits Spark's implicit ALS once (untimed) on the MovieLens-1M-shaped reference set by default
 (``synthetic_interactions``: 6,040 users, 3,706 items, 1M events, parquet cached under ``--data-dir``;

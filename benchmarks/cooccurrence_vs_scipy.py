@@ -1,4 +1,4 @@
-"""Bar 1: Item CF on Spark next to the same similarities computed on one node with scipy.
+"""Item CF on Spark next to the same similarities computed on one node with scipy.
 
 Synthetic power-law interactions shaped like MovieLens-1M by default (6,040 users, 3,706 items, ≈1M events)
 are written to parquet first (cached under ``--data-dir``), so neither side's timing includes generating

@@ -1,4 +1,4 @@
-"""Bar 5: the evaluator at 1M queries next to Spark MLlib's RankingMetrics — same values (1e-9), wall time.
+"""The evaluator at 1M queries next to Spark MLlib's RankingMetrics — same values (1e-9), wall time.
 
 Data (generated once, cached as parquet under ``--data-dir``; generation is not timed): ``--queries`` queries
 with 1–5 held-out items each (a few share an item twice, as a test set may) and a top-``k`` list each drawn
@@ -12,7 +12,7 @@ Timed, each from the parquet files to the final numbers:
 * RankingMetrics, JVM: the (predicted ids, distinct labels) pairs built by the same join as a DataFrame and
   persisted, then ``precisionAt``, ``recallAt``, ``meanAveragePrecisionAt`` and ``ndcgAt`` (four passes) on
   ``org.apache.spark.mllib.evaluation.RankingMetrics`` through PythonMLLibAPI, with no Python rows — the
-  fastest way to drive it from PySpark, and the baseline of the bar;
+  fastest way to drive it from PySpark, and the baseline;
 * ``--with-python-api``: also the documented PySpark route, ``RankingMetrics(rdd)`` on an RDD of Python
   lists (rows pickled through the Python workers), once.
 

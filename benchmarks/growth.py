@@ -1,4 +1,4 @@
-"""Bar 3: cost growth of Item CF, Swing and ALS fits and the evaluator at 1M, 5M and 20M interactions.
+"""Cost growth of Item CF, Swing and ALS fits and the evaluator at 1M, 5M and 20M interactions.
 
 Data per size: ``synthetic_interactions`` with users and items grown with √(size / 1M) from MovieLens-1M's
 6,040 × 3,706 (5M: 13,506 × 8,287; 20M: 27,012 × 16,574), split by the protocol (each user's last 3 events
@@ -9,7 +9,7 @@ Every (size, phase) runs in its own Python process with a fresh ``local[2]`` ses
 own. Phases:
 
 * ``data``: generate the interactions (executors, ``mapInPandas``) and write them and the split to parquet
-  (timed once, not a bar);
+  (timed once, no requirement on it);
 * ``item_cf``, ``swing``, ``als``: ``fit`` with the library defaults (Item CF: 100 neighbours; Swing: default
   caps; ALS: rank 64, 15 iterations, implicit), the model's tables materialised; ``item_cf`` also writes
   Item CF's top-20 lists for the test queries, untimed, for the evaluator phase;

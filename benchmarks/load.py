@@ -1,4 +1,4 @@
-"""Issue 7 (load): I2I and U2I retrieval plus the evaluator under a test set 10× the training users, and the
+"""Load: I2I and U2I retrieval plus the evaluator under a test set 10× the training users, and the
 driver's peak memory with it.
 
 Train: the MovieLens-1M-shaped reference set (``synthetic_interactions``, 6,040 users, 3,706 items, 1M events;

@@ -1,4 +1,4 @@
-"""Bar 2: Swing with its default caps at 1M interactions, timed, and checked by brute force on a sample of items.
+"""Swing with its default caps at 1M interactions, timed, and checked by brute force on a sample of items.
 
 Data: ``synthetic_interactions`` shaped like MovieLens-1M (6,040 users, 3,706 items, 1M events; parquet cached
 under ``--data-dir``). Each of ``--runs`` runs fits ``Swing()`` with the default caps (users with more than
@@ -11,7 +11,7 @@ then seeded random ones and the least popular), the neighbour list is recomputed
 the definition — apply the caps, then for every user pair u < v of the item's sample add
 ``w_u·w_v / (alpha + |I_u ∩ I_v|)`` to each shared item — with no code from the library, and compared with
 Spark's list position by position (scores within 1e-9 relative; a different id only where the two scores tie
-within that tolerance). The last line is the median fit time against the 90 s bar.
+within that tolerance). The last line is the median fit time against the 90 s limit.
 
     .venv/bin/python benchmarks/swing_at_1m.py [--runs 3] [--check-items 10] [--interactions 1M]
 """

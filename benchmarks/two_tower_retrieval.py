@@ -1,4 +1,4 @@
-"""Bar 6: exact top-100 by inner product for 100K queries over 1M items (64-d), Spark next to numpy.
+"""Exact top-100 by inner product for 100K queries over 1M items (64-d), Spark next to numpy.
 
 Synthetic two-tower embeddings (generated once with numpy, cached as parquet under ``--data-dir``): items are
 64-d float32 vectors whose norms follow a log-normal law (popular items score higher everywhere, as trained

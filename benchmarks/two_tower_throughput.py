@@ -29,10 +29,11 @@ import pyarrow.parquet as pq
 import torch
 
 from spark_retrieval.models.two_tower.network import build_network, network_spec
-from spark_retrieval.models.two_tower.layout import LOG_Q, NEGATIVE_ITEMS, POSITIVE_ITEM
-from spark_retrieval.models.two_tower.objective import TrainingObjective
+from spark_retrieval.data.sampling import NEGATIVE_ITEMS
+from spark_retrieval.models.two_tower.losses import TrainingObjective
 from spark_retrieval.models.two_tower.schema import load_schema
 from spark_retrieval.models.two_tower.shards import list_parquet_files
+from spark_retrieval.models.two_tower.training_data import LOG_Q, POSITIVE_ITEM
 from spark_retrieval.models.two_tower.training import TrainingJob, load_item_table, threads_per_process, train_on_rank
 
 USERS, ITEMS, HISTORY = 10_000, 5_000, 10

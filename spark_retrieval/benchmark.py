@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
@@ -17,90 +17,9 @@ from .columns import ITEM_ID
 from .data.split import temporal_split
 from .errors import InvalidParameterError
 from .evaluation import evaluate
-from .models.base import RetrievalEstimator
+from .models.registry import build_estimator, resolve_models
 from .progress import SILENT, Progress
-
-
-def _global_hot(seed: int) -> RetrievalEstimator:
-    from .models import GlobalHot
-
-    return GlobalHot()
-
-
-def _item_cf(seed: int) -> RetrievalEstimator:
-    from .models import ItemCF
-
-    return ItemCF(seed=seed)
-
-
-def _swing(seed: int) -> RetrievalEstimator:
-    from .models import Swing
-
-    return Swing(seed=seed)
-
-
-def _als(seed: int) -> RetrievalEstimator:
-    from .models import ALS
-
-    return ALS(seed=seed)
-
-
-def _als_seed_preset(seed: int) -> RetrievalEstimator:
-    from .models import ALS
-
-    return ALS.seed_preset(seed=seed)
-
-
-def _two_tower(name: str) -> Callable[[int], RetrievalEstimator]:
-    def factory(seed: int) -> RetrievalEstimator:
-        from .models.two_tower.presets import BENCHMARK_FACTORIES
-
-        return BENCHMARK_FACTORIES[name](seed)
-
-    return factory
-
-
-TWO_TOWER_ROWS = ("dssm_bce_neg10", "dssm_bce_neg100", "dssm_softmax", "simplex_ccl")
-
-# name → factory(seed); factories import lazily so optional dependencies (torch, horovod) stay optional.
-MODEL_FACTORIES: dict[str, Callable[[int], RetrievalEstimator]] = {
-    "global_hot": _global_hot,
-    "item_cf": _item_cf,
-    "swing": _swing,
-    "als": _als,
-    "als_seed_preset": _als_seed_preset,
-    **{name: _two_tower(name) for name in TWO_TOWER_ROWS},
-}
-CLASSIC_MODELS: tuple[str, ...] = ("global_hot", "item_cf", "swing", "als")
-# Rows of ``--models all``: every model but the presets that only reproduce old results (asked for by name).
-DEFAULT_MODELS: tuple[str, ...] = (*CLASSIC_MODELS, *TWO_TOWER_ROWS)
-
-TABLE_COLUMNS = (
-    ("model", "model", "{}"),
-    ("precision", "P@{k}", "{:.4f}"),
-    ("recall", "R@{k}", "{:.4f}"),
-    ("map", "MAP@{k}", "{:.4f}"),
-    ("ndcg", "NDCG@{k}", "{:.4f}"),
-    ("hit_rate", "HR@{k}", "{:.4f}"),
-    ("coverage", "coverage", "{:.4f}"),
-    ("queries", "queries", "{:d}"),
-    ("fit_seconds", "fit s", "{:.1f}"),
-    ("recommend_seconds", "rec+eval s", "{:.1f}"),
-)
-
-
-def resolve_models(spec: str | list[str]) -> list[str]:
-    """``"all"`` or a comma-separated list → known model names, in the order given."""
-    names = list(DEFAULT_MODELS) if spec in ("all", ["all"]) else spec
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODEL_FACTORIES]
-    if unknown or not names:
-        raise InvalidParameterError(
-            f"unknown model name(s): {', '.join(unknown) or '(none given)'}; "
-            f"choose from: all, {', '.join(MODEL_FACTORIES)}"
-        )
-    return names
+from .report import markdown_table, write_report
 
 
 @dataclass
@@ -115,19 +34,12 @@ class BenchmarkResult:
         return {"dataset": self.dataset, "k": self.k, "split": self.split, "results": self.results, **self.settings}
 
     def to_markdown(self) -> str:
-        header = [title.format(k=self.k) for _, title, _ in TABLE_COLUMNS]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        for row in self.results:
-            cells = [fmt.format(row[key]) if row.get(key) is not None else "–" for key, _, fmt in TABLE_COLUMNS]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        return markdown_table(self.results, self.k)
 
     def write(self, output_dir: str) -> None:
         """Write ``results.json``, ``results.md`` and ``results.png`` (each whole or not at all) to a folder or an
         ``s3://`` prefix; see ``report.write_report``."""
-        from .report import write_report
-
-        write_report(self, output_dir)
+        write_report(self.to_json(), output_dir)
 
 
 def run_benchmark(
@@ -163,11 +75,12 @@ def run_benchmark(
             "positive_threshold": positive_threshold,
             "seed": seed,
             "spark": {"version": spark.version, "master": spark.sparkContext.master},
+            "environment": run_environment(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     )
     for name in models:
-        estimator = MODEL_FACTORIES[name](seed)
+        estimator = build_estimator(name, seed)
         progress(f"fitting {name}")
         started = time.perf_counter()
         model = estimator.fit(train)
@@ -180,8 +93,79 @@ def run_benchmark(
         model.unpersist()
         row = {"model": name, **metrics, "fit_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
         row["params"] = estimator.params_dict()
+        if "training" in model.metadata:  # how a trained model was trained: what its numbers depend on
+            training = model.metadata["training"]
+            row["training"] = {key: training.get(key) for key in ("backend", "num_proc", "parameter_hashes", "environment")}
         result.results.append(row)
         progress(f"{name}: recall@{k} {metrics['recall']:.4f}, ndcg@{k} {metrics['ndcg']:.4f}")
     for frame in (train, test, catalog):
         frame.unpersist()
+    return result
+
+
+ENVIRONMENT_VARIABLES = ("ATEN_CPU_CAPABILITY", "SPARK_RETRIEVAL_TORCH_THREADS", "OMP_NUM_THREADS", "MKL_CBWR")
+
+
+def run_environment() -> dict[str, Any]:
+    """What the numbers of a run may depend on besides data, code and seed: library versions, the CPU, the
+    variables that steer torch's kernels and threads. Two ``results.json`` compare knowingly with these."""
+    import os
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for package in ("pyspark", "torch", "horovod", "numpy", "pyarrow", "scipy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as stream:
+            cpu = next((line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")), cpu)
+    return {
+        "python": platform.python_version(),
+        "versions": versions,
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "variables": {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES},
+    }
+
+
+def benchmark_movielens(
+    spark: SparkSession,
+    dataset: str,
+    path: str | None,
+    *,
+    models: str | list[str],
+    k: int,
+    holdout: int,
+    positive_threshold: float,
+    seed: int,
+    output: str | None,
+    progress: Progress = SILENT,
+) -> BenchmarkResult:
+    """Load a MovieLens release (``path``: its folder; None for the bundled one), run the benchmark on it,
+    print the table on stdout and write the report to ``output`` when one is given: the CLI's and the
+    benchmark job's whole work."""
+    from .data.movielens import load_movielens
+
+    progress(f"loading {dataset}" + (f" from {path}" if path else ""))
+    ratings = load_movielens(spark, dataset, path).ratings
+    result = run_benchmark(
+        spark,
+        ratings,
+        dataset=dataset,
+        models=models,
+        k=k,
+        holdout=holdout,
+        positive_threshold=positive_threshold,
+        seed=seed,
+        progress=progress,
+    )
+    print(result.to_markdown(), flush=True)
+    if output:
+        result.write(output)
+        progress(f"wrote {output}/results.md, results.json and results.png")
     return result

@@ -1,6 +1,6 @@
 """Ranking metrics @K as one distributed join of recommendations against held-out labels.
 
-Every definition matches ``pyspark.mllib.evaluation.RankingMetrics`` (see ``PROTOCOL.md``): labels are a
+Every definition matches ``pyspark.mllib.evaluation.RankingMetrics`` (see ``docs/protocol.md``): labels are a
 set, predicted lists are used as given (a duplicated relevant item counts at each position, as there), and a
 query without recommendations scores 0 rather than being dropped.
 """
@@ -10,9 +10,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS
+from .columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS, require_columns
 from .errors import EmptyDataError, InvalidParameterError
-from .models.base import require_columns
 
 METRICS = ("precision", "recall", "map", "ndcg", "hit_rate")
 EXACT_SUM = "decimal(38,18)"

@@ -17,29 +17,30 @@ from typing import Callable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
+from .command import EXIT_CODES_HELP, UserErrorParser, check_local_output, check_output, exit_code_of
 from .config import ConfigError, JobConfig, load_config
 from .errors import UserError
 from .models.base import RetrievalEstimator
+from .models.registry import MODELS, build_estimator as build_registered, resolve_models
 from .progress import Progress
+from .session import check_master
 
 
 def build_estimator(config: JobConfig) -> RetrievalEstimator:
-    """The configured model: the benchmark's factory (seeded), then ``model.params`` set on it."""
-    from .benchmark import MODEL_FACTORIES
-
+    """The configured model: the registry's row (seeded), then ``model.params`` set on it."""
     if config.model is None:
         raise ConfigError(f"{config.source}: missing required key 'model' (model: {{name: …, params: {{…}}}})")
     name, params = config.model.name, config.model.params
-    if name not in MODEL_FACTORIES:
-        raise ConfigError(f"{config.source}: model.name: unknown model {name!r}; choose from: {', '.join(MODEL_FACTORIES)}")
-    estimator = MODEL_FACTORIES[name](config.seed)
+    if name not in MODELS:
+        raise ConfigError(f"{config.source}: model.name: unknown model {name!r}; choose from: {', '.join(MODELS)}")
+    estimator = build_registered(name, config.seed)
     for key, value in params.items():
         if not estimator.hasParam(key):
             allowed = ", ".join(sorted(p.name for p in estimator.params))
             raise ConfigError(f"{config.source}: unknown key 'model.params.{key}' for {name}; allowed: {allowed}")
         try:
             estimator._set(**{key: value})
-        except (TypeError, ValueError) as error:
+        except UserError as error:
             raise ConfigError(f"{config.source}: model.params.{key}: {error}") from None
     try:
         estimator.validate_params()
@@ -50,8 +51,6 @@ def build_estimator(config: JobConfig) -> RetrievalEstimator:
 
 def validate(config: JobConfig, job: str) -> None:
     """Every check that needs no Spark, so a bad config fails in milliseconds."""
-    from .benchmark import resolve_models
-    from .cli import check_local_output, check_master, check_output
     from .data.movielens import DATASETS
 
     if config.data.dataset not in DATASETS:
@@ -121,25 +120,21 @@ def evaluate(spark: SparkSession, config: JobConfig, progress: Progress) -> None
 
 
 def benchmark(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
-    from .benchmark import run_benchmark
-    from .data.movielens import load_movielens
+    from .benchmark import benchmark_movielens
 
     data = config.data
-    ratings = load_movielens(spark, data.dataset, data.path).ratings
-    result = run_benchmark(
+    benchmark_movielens(
         spark,
-        ratings,
-        dataset=data.dataset,
+        data.dataset,
+        data.path,
         models=config.models,
         k=config.k,
         holdout=data.holdout,
         positive_threshold=data.positive_threshold,
         seed=config.seed,
+        output=config.path("benchmark"),
         progress=progress,
     )
-    print(result.to_markdown(), flush=True)
-    result.write(config.path("benchmark"))
-    progress(f"wrote {config.path('benchmark')}")
 
 
 JOBS: dict[str, Callable[[SparkSession, JobConfig, Progress], None]] = {
@@ -187,8 +182,6 @@ def start_spark(config: JobConfig) -> SparkSession:
 def parse_arguments(job: str, argv: Sequence[str]) -> tuple[str, list[str], bool]:
     import argparse
 
-    from .cli import EXIT_CODES_HELP, UserErrorParser
-
     parser = UserErrorParser(prog=f"jobs/{job}.py", description=f"spark-retrieval {job} job", epilog=EXIT_CODES_HELP,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config: a local path or an s3:// URI")
@@ -211,6 +204,4 @@ def run_job(job: str, argv: Sequence[str]) -> int:
 
 def main(job: str, argv: Sequence[str] | None = None) -> int:
     """What ``jobs/<job>.py`` calls: exit code 0, or 2 with one line on stderr for a user error."""
-    from .cli import exit_code_of
-
     return exit_code_of(lambda: run_job(job, sys.argv[1:] if argv is None else argv))

@@ -10,14 +10,23 @@ import io
 import json
 import os
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .storage import write_local_atomically
 
-if TYPE_CHECKING:
-    from .benchmark import BenchmarkResult
-
 PLOT_FILE = "results.png"
+TABLE_COLUMNS = (
+    ("model", "model", "{}"),
+    ("precision", "P@{k}", "{:.4f}"),
+    ("recall", "R@{k}", "{:.4f}"),
+    ("map", "MAP@{k}", "{:.4f}"),
+    ("ndcg", "NDCG@{k}", "{:.4f}"),
+    ("hit_rate", "HR@{k}", "{:.4f}"),
+    ("coverage", "coverage", "{:.4f}"),
+    ("queries", "queries", "{:d}"),
+    ("fit_seconds", "fit s", "{:.1f}"),
+    ("recommend_seconds", "rec+eval s", "{:.1f}"),
+)
 # (key in a result row, axis label); all lie in [0, 1] so they share one axis.
 PLOTTED_METRICS = (
     ("precision", "P@{k}"),
@@ -56,28 +65,39 @@ def plot_png(rows: list[dict[str, Any]], k: int, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def markdown_report(result: "BenchmarkResult") -> str:
-    split = ", ".join(f"{key} {value:,}" for key, value in result.split.items())
+def markdown_table(rows: list[dict[str, Any]], k: int) -> str:
+    """One Markdown row per result row; a missing value shows as a dash."""
+    header = [title.format(k=k) for _, title, _ in TABLE_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        cells = [fmt.format(row[key]) if row.get(key) is not None else "–" for key, _, fmt in TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(document: dict[str, Any]) -> str:
+    split = ", ".join(f"{key} {value:,}" for key, value in document["split"].items())
     return (
-        f"# Benchmark: {result.dataset}, K = {result.k}\n\nSplit: {split}.\n\n{result.to_markdown()}\n\n"
-        f"![results]({PLOT_FILE})\n"
+        f"# Benchmark: {document['dataset']}, K = {document['k']}\n\nSplit: {split}.\n\n"
+        f"{markdown_table(document['results'], document['k'])}\n\n![results]({PLOT_FILE})\n"
     )
 
 
-def report_files(result: "BenchmarkResult") -> dict[str, bytes]:
-    title = f"{result.dataset}, K = {result.k}"
+def report_files(document: dict[str, Any]) -> dict[str, bytes]:
+    """``results.json``, ``results.md`` and ``results.png`` of a benchmark's results document."""
+    title = f"{document['dataset']}, K = {document['k']}"
     return {
-        "results.json": (json.dumps(result.to_json(), indent=2) + "\n").encode("utf-8"),
-        "results.md": markdown_report(result).encode("utf-8"),
-        PLOT_FILE: plot_png(result.results, result.k, title),
+        "results.json": (json.dumps(document, indent=2) + "\n").encode("utf-8"),
+        "results.md": markdown_report(document).encode("utf-8"),
+        PLOT_FILE: plot_png(document["results"], document["k"], title),
     }
 
 
-def write_report(result: "BenchmarkResult", output: str) -> None:
+def write_report(document: dict[str, Any], output: str) -> None:
     """Write the report files to a local folder, or to an ``s3://`` prefix via a local temporary folder."""
     from . import s3
 
-    files = report_files(result)  # everything rendered before anything is written
+    files = report_files(document)  # everything rendered before anything is written
     if not s3.is_s3_uri(output):
         for name, data in files.items():
             write_local_atomically(os.path.join(output, name), data)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Mapping
 
 from pyspark.sql import SparkSession
+
+from .errors import InvalidParameterError
 
 DEFAULT_APP_NAME = "spark-retrieval"
 LOG_CONFIG = Path(__file__).parent / "conf" / "log4j2.properties"
@@ -67,6 +70,37 @@ def get_spark(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_RETRIEVAL_LOG_LEVEL", "ERROR"))
     return spark
+
+
+MASTER_URL = re.compile(
+    r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|local-cluster\[[1-9]\d*,\s*[1-9]\d*,\s*[1-9]\d*\]"
+    r"|spark://\S+|yarn|k8s://\S+"
+)
+LOCAL_MASTER = re.compile(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?")
+
+
+def check_master(master: str, what: str = "--master") -> None:
+    """A Spark master URL Spark accepts (checked before Spark starts, which would fail with a JVM trace)."""
+    if not MASTER_URL.fullmatch(master.strip()):
+        raise InvalidParameterError(
+            f"{what} {master!r} is not a Spark master URL (local, local[N], local[*], spark://host:port, yarn, k8s://…)"
+        )
+
+
+def local_task_slots(master: str) -> int | None:
+    """Tasks a ``local`` / ``local[N]`` / ``local[*]`` master runs at once; None for a cluster master."""
+    match = LOCAL_MASTER.fullmatch(master)
+    if match is None:
+        return None
+    threads = match.group(1)
+    if threads is None:
+        return 1
+    return (os.cpu_count() or 1) if threads == "*" else int(threads)
+
+
+def task_slots(spark: SparkSession) -> int:
+    """Tasks that run at once: the local master's threads, else the cluster's default parallelism."""
+    return local_task_slots(spark.sparkContext.master) or spark.sparkContext.defaultParallelism
 
 
 def _spark_submit_conf() -> dict[str, str] | None:

@@ -26,12 +26,6 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(hpath))
 
 
-def delete_path(spark: SparkSession, path: str) -> None:
-    fs, hpath = _hadoop_path(spark, path)
-    if fs.exists(hpath):
-        fs.delete(hpath, True)
-
-
 def write_text(spark: SparkSession, path: str, text: str) -> None:
     fs, hpath = _hadoop_path(spark, path)
     stream = fs.create(hpath, True)

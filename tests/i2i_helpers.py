@@ -1,6 +1,9 @@
 """Helpers shared by the Item CF and Swing tests: tiny interaction frames and neighbour-table comparisons."""
 
+from collections import defaultdict
+
 import numpy as np
+from pyspark.sql import functions as F
 
 from spark_retrieval.columns import ITEM_ID, NEIGHBOURS, SCORE
 
@@ -29,3 +32,15 @@ def assert_same_scores(got, expected):
     assert {i: set(n) for i, n in got.items()} == {i: set(n) for i, n in expected.items()}
     worst = max(abs(got[i][j] - expected[i][j]) for i in expected for j in expected[i])
     assert worst <= 1e-9
+
+
+def seeded_sample(spark, pairs, seed, owner, member, size):
+    """Per ``owner`` value, the ``size`` ``member`` values with the smallest xxhash64(seed, owner, member): the
+    documented seeded sample (Item CF: a user's items; Swing: an item's users)."""
+    frame = interactions(spark, sorted(set(pairs))).select(
+        owner, member, F.xxhash64(F.lit(seed), F.col(owner), F.col(member)).alias("key")
+    )
+    keyed = defaultdict(list)
+    for row in frame.collect():
+        keyed[row[owner]].append((row["key"], row[member]))
+    return {key: [value for _, value in sorted(entries)[:size]] for key, entries in keyed.items()}

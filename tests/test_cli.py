@@ -96,7 +96,7 @@ def test_training_failure_is_exit_3_and_one_line(capsys):
     """A two-tower fit whose process died (TrainingFailedError, not a user mistake): its own exit code and its
     message folded onto one ``error:`` line. The whole path through jobs/train.py with a killed Horovod rank is
     test_jobs_two_tower.py::test_a_killed_training_rank_ends_the_train_job_with_exit_3_and_one_line."""
-    from spark_retrieval.cli import EXIT_TRAINING_FAILED, exit_code_of
+    from spark_retrieval.command import EXIT_TRAINING_FAILED, exit_code_of
     from spark_retrieval.errors import TrainingFailedError
 
     def failing() -> int:

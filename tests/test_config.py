@@ -56,7 +56,7 @@ def test_invalid_configs_name_file_and_key(text, overrides, environ, message):
     "override, job, message",
     [
         ("model.params.k_neigbours=5", "train", "unknown key 'model.params.k_neigbours' for item_cf"),
-        ("model.params.k_neighbours=0", "train", "model.params:"),
+        ("model.params.k_neighbours=0", "train", "model.params.k_neighbours: ItemCF: k_neighbours must be an integer >= 1"),
         ("model.name=nope", "train", "model.name: unknown model 'nope'"),
         ("data.dataset=ml-2m", "prepare", "data.dataset: unknown dataset 'ml-2m'"),
         ("models=global_hot,nope", "benchmark", "models: unknown model name(s): nope"),

@@ -14,13 +14,13 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from spark_retrieval.benchmark import CLASSIC_MODELS
 from spark_retrieval.columns import QUERY_ID
 from spark_retrieval.data.movielens import BUNDLED_DIR
 from spark_retrieval.jobs import main as job_main
 from spark_retrieval.models.base import METADATA_FILE, RetrievalModel
 from test_cli import write_ml1m
 
+CLASSIC_MODELS = ("global_hot", "item_cf", "swing", "als")
 USERS = 100  # the first users of the bundled ml-latest-small: ~15k events, every model in seconds
 SEED = 7
 # Seeded samples switched on so that the seed matters for the item-to-item models too.

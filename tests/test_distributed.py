@@ -49,9 +49,11 @@ def assert_ranks_agree(model, test):
 @pytest.mark.slow
 @requires_horovod
 def test_horovod_two_ranks_end_with_identical_parameters(split):
+    """The default backend, "auto", is Horovod when it is installed; the metadata records the one that ran."""
     train, test = split
-    model = DSSM(**TINY, backend="horovod", hidden_dims=[16, 8], start_timeout=120).fit(train)
+    model = DSSM(**TINY, hidden_dims=[16, 8], start_timeout=120).fit(train)
     assert_ranks_agree(model, test)
+    assert model.metadata["training"]["backend"] == "horovod" and model.get("backend") == "auto"
 
 
 @pytest.mark.slow

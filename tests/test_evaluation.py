@@ -85,7 +85,7 @@ def test_bad_arguments(spark):
     test = spark.createDataFrame([(1, 1)], TEST_SCHEMA)
     with pytest.raises(InvalidParameterError, match="k must be a positive integer"):
         evaluate(recs, test, k=0)
-    with pytest.raises(MalformedDataError, match="missing column"):
+    with pytest.raises(MalformedDataError, match="has no column"):
         evaluate(recs.withColumnRenamed(QUERY_ID, "qid"), test)
     with pytest.raises(EmptyDataError):
         evaluate(recs, test.limit(0))

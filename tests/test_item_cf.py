@@ -4,16 +4,14 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
-from pyspark.sql import functions as F
 
 import i2i_helpers
-from i2i_helpers import SCHEMA, assert_same_scores, interactions, neighbour_lists, neighbour_scores
-from spark_retrieval.columns import ITEM_ID, LAST_ITEM, QUERY_ID, RECOMMENDATIONS, SCORE, USER_ID
+from i2i_helpers import assert_same_scores, interactions, neighbour_lists, neighbour_scores
+from spark_retrieval.columns import ITEM_ID, LAST_ITEM, QUERY_ID, RECOMMENDATIONS, USER_ID
 from spark_retrieval.data.synthetic import synthetic_interactions
-from spark_retrieval.errors import EmptyDataError, InvalidParameterError
+from spark_retrieval.errors import InvalidParameterError
 from spark_retrieval.models import item_cf
-from spark_retrieval.models.base import RetrievalModel
-from spark_retrieval.models.item_cf import ItemCF, ItemCFModel
+from spark_retrieval.models.item_cf import ItemCF
 
 
 
@@ -39,13 +37,8 @@ def brute_force_item_cf(pairs, min_cooccurrence=1):
 
 def sample_by_xxhash64(spark, pairs, seed, size):
     """Each user's ``size`` items with the smallest xxhash64(seed, user, item): the documented sample."""
-    frame = interactions(spark, sorted(set(pairs))).select(
-        USER_ID, ITEM_ID, F.xxhash64(F.lit(seed), F.col(USER_ID), F.col(ITEM_ID)).alias("key")
-    )
-    keyed = defaultdict(list)
-    for row in frame.collect():
-        keyed[row[USER_ID]].append((row["key"], row[ITEM_ID]))
-    return [(user, item) for user, entries in keyed.items() for _, item in sorted(entries)[:size]]
+    sample = i2i_helpers.seeded_sample(spark, pairs, seed, USER_ID, ITEM_ID, size)
+    return [(user, item) for user, items in sample.items() for item in items]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -105,14 +98,6 @@ def test_same_seed_gives_identical_tables(spark):
     assert neighbour_lists(first) == neighbour_lists(second)
 
 
-def test_empty_train_raises(spark):
-    with pytest.raises(EmptyDataError):
-        ItemCF().fit(interactions(spark, []))
-    only_nulls = spark.createDataFrame([(1, None, 4.0, 0)], SCHEMA)
-    with pytest.raises(EmptyDataError):
-        ItemCF().fit(only_nulls)
-
-
 @pytest.mark.parametrize(
     "params",
     [
@@ -129,33 +114,6 @@ def test_empty_train_raises(spark):
 def test_invalid_parameters_are_rejected_at_construction(params):
     with pytest.raises(InvalidParameterError):
         ItemCF(**params)
-
-
-def test_params_are_pyspark_ml_params(spark):
-    estimator = ItemCF(k_neighbours=7, min_cooccurrence=2)
-    assert estimator.getOrDefault("k_neighbours") == 7 and estimator.getOrDefault("max_items_per_user") is None
-    assert "min_cooccurrence" in estimator.explainParams()
-    with pytest.raises(InvalidParameterError):
-        estimator.fit(interactions(spark, [(1, 1), (1, 2)]), {estimator.k_neighbours: 0})
-    model = estimator.fit(interactions(spark, [(1, 1), (1, 2)]))
-    assert model.getOrDefault("k_neighbours") == 7 and model.getOrDefault("min_cooccurrence") == 2
-
-
-def test_save_load_round_trip(spark, tmp_path):
-    train = interactions(spark, random_pairs(6))
-    model = ItemCF(k_neighbours=4, min_cooccurrence=2).fit(train)
-    path = str(tmp_path / "item_cf")
-    model.save(path)
-    loaded = RetrievalModel.load(path)
-    assert isinstance(loaded, ItemCFModel)
-    assert loaded.getOrDefault("k_neighbours") == 4 and loaded.getOrDefault("min_cooccurrence") == 2
-    queries = spark.createDataFrame([(q, q % 18 + 1) for q in range(20)], f"{QUERY_ID} long, {LAST_ITEM} long")
-
-    def recommendations(m):
-        return {r[QUERY_ID]: [(e[ITEM_ID], e[SCORE]) for e in r[RECOMMENDATIONS]] for r in m.recommend(queries, 3).collect()}
-
-    assert recommendations(loaded) == recommendations(model)
-    assert any(recommendations(model).values())
 
 
 def test_unknown_or_null_last_item_gets_an_empty_list(spark, monkeypatch):

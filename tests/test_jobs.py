@@ -36,19 +36,25 @@ def run_jobs(monkeypatch, env, *calls):
     return [job_main(job, argv) for job, argv in calls]
 
 
-def test_prepare_train_evaluate_match_the_benchmark(spark, workspace, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def jobs_run(spark, workspace):
+    """prepare → train → evaluate for Item CF and ALS, once for every test that reads their outputs."""
     root, config, env = workspace
-    codes = run_jobs(
-        monkeypatch,
-        env,
-        ("prepare", ["--config", config]),
-        ("train", ["--config", config]),
-        ("evaluate", ["--config", config]),
-        ("train", ["--config", config, "--set", "model.name=als", "--set", "model.params={rank: 4, max_iter: 3}"]),
-        ("evaluate", ["--config", config, "--set", "model.name=als", "--set", "model.params={}"]),
-    )
-    captured = capsys.readouterr()
-    assert codes == [0] * 5, captured.err
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return run_jobs(
+            monkeypatch,
+            env,
+            ("prepare", ["--config", config, "--quiet"]),
+            ("train", ["--config", config, "--quiet"]),
+            ("evaluate", ["--config", config, "--quiet"]),
+            ("train", ["--config", config, "--quiet", "--set", "model.name=als", "--set", "model.params={rank: 4, max_iter: 3}"]),
+            ("evaluate", ["--config", config, "--quiet", "--set", "model.name=als", "--set", "model.params={}"]),
+        )
+
+
+def test_prepare_train_evaluate_match_the_benchmark(spark, workspace, jobs_run):
+    root, config, env = workspace
+    assert jobs_run == [0] * 5
     out = root / "out"
     assert (out / "split" / "train").is_dir() and (out / "split" / "test").is_dir()
     saved = json.loads((out / "models" / "item_cf" / "metadata.json").read_text())
@@ -94,11 +100,10 @@ def test_user_errors_are_one_line_and_exit_2(workspace, monkeypatch, capsys, arg
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_evaluate_under_spark_submit(spark, workspace):
+def test_evaluate_under_spark_submit(spark, workspace, jobs_run):
     """One real spark-submit (local[2], loopback only): evaluates the model the in-process jobs saved."""
     root, config, env = workspace
-    if not (root / "out" / "models" / "item_cf").is_dir():
-        pytest.skip("needs the model saved by test_prepare_train_evaluate_match_the_benchmark")
+    assert jobs_run == [0] * 5
     spark_submit = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")
     in_process = json.loads((root / "out" / "metrics" / "item_cf.json").read_text())
     result = subprocess.run(

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import pyspark
-from spark_retrieval.benchmark import DEFAULT_MODELS, TWO_TOWER_ROWS
 from spark_retrieval.columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS
 from spark_retrieval.config import load_config
 from spark_retrieval.jobs import build_estimator, validate
 from spark_retrieval.jobs import main as job_main
+from spark_retrieval.models import registry
 from spark_retrieval.models.two_tower.training import KILL_VARIABLE
 
 from horovod_available import requires_horovod
@@ -34,6 +34,7 @@ SHORT = [
     "--set", "model.params.batch_size=64",
     "--set", "k=5",
 ]
+TWO_TOWER_ROWS = [name for name, entry in registry.MODELS.items() if "two_tower" in entry.estimator]
 DSSM_SHORT = [*SHORT, "--set", "model.params.hidden_dims=[16, 8]"]
 SIMPLEX_SHORT = [*SHORT, "--set", "model.params.num_negatives=8"]
 
@@ -46,20 +47,18 @@ def configured_params(estimator):
 @pytest.mark.parametrize("row", TWO_TOWER_ROWS)
 def test_two_tower_config_is_valid_and_matches_the_benchmark_row(dataset, row):
     """Each shipped file passes the job's own checks and builds exactly the estimator of the benchmark row."""
-    from spark_retrieval.models.two_tower.presets import BENCHMARK_FACTORIES
-
     path = CONF / f"{dataset}_{row}.yaml"
     config = load_config(str(path), environ=ENV)
     assert config.data.dataset == dataset and config.model.name == row and config.k == 20
     assert config.data.path == ENV["DATA_DIR"] and config.output == ENV["OUTPUT"]
     for job in ("prepare", "train", "evaluate"):
         validate(config, job)
-    assert configured_params(build_estimator(config)) == configured_params(BENCHMARK_FACTORIES[row](config.seed))
+    assert configured_params(build_estimator(config)) == configured_params(registry.build_estimator(row, config.seed))
 
 
 def test_every_benchmark_row_has_a_config_on_ml_1m_and_ml_100k():
     for dataset in DATASETS:
-        for row in DEFAULT_MODELS:
+        for row in registry.DEFAULT_MODELS:
             assert (CONF / f"{dataset}_{row}.yaml").is_file(), f"missing jobs/conf/{dataset}_{row}.yaml"
 
 

@@ -1,4 +1,4 @@
-"""Load (issue 7), at a small size: a test set 10x the training users gets the same answers as one query at a
+"""Load, at a small size: a test set 10x the training users gets the same answers as one query at a
 time would, and the evaluator's averages over it equal a plain-Python computation. Timing and memory are
 measured by benchmarks/load.py; this only checks correctness."""
 
@@ -41,7 +41,7 @@ def lists(recommendations, key=QUERY_ID):
 
 
 def reference_metrics(predicted, labels, k):
-    """Mean precision, recall, MAP, NDCG and hit rate @k as PROTOCOL.md defines them (labels: query -> set)."""
+    """Mean precision, recall, MAP, NDCG and hit rate @k as docs/protocol.md defines them (labels: query -> set)."""
     totals = dict.fromkeys(("precision", "recall", "map", "ndcg", "hit_rate"), 0.0)
     for query, relevant in labels.items():
         ranked = predicted.get(query, [])[:k]

@@ -4,15 +4,13 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from pyspark.sql import functions as F
 
 import i2i_helpers
 from i2i_helpers import assert_same_scores, interactions, neighbour_lists, neighbour_scores
-from spark_retrieval.columns import ITEM_ID, LAST_ITEM, QUERY_ID, RECOMMENDATIONS, SCORE, USER_ID
+from spark_retrieval.columns import ITEM_ID, USER_ID
 from spark_retrieval.errors import EmptyDataError, InvalidParameterError
 from spark_retrieval.models import swing as swing_module
-from spark_retrieval.models.base import RetrievalModel
-from spark_retrieval.models.swing import Swing, SwingModel, swing_scores
+from spark_retrieval.models.swing import Swing, swing_scores
 
 NO_CAPS = {"max_users_per_item": None, "max_items_per_user": None}
 
@@ -53,13 +51,7 @@ def brute_force_swing(pairs, alpha, user_alpha, user_beta, min_items=1, max_item
 
 def sample_by_xxhash64(spark, pairs, seed, size):
     """Each item's ``size`` users with the smallest xxhash64(seed, item, user): the documented sample."""
-    frame = interactions(spark, sorted(set(pairs))).select(
-        USER_ID, ITEM_ID, F.xxhash64(F.lit(seed), F.col(ITEM_ID), F.col(USER_ID)).alias("key")
-    )
-    keyed = defaultdict(list)
-    for row in frame.collect():
-        keyed[row[ITEM_ID]].append((row["key"], row[USER_ID]))
-    return {item: {user for _, user in sorted(entries)[:size]} for item, entries in keyed.items()}
+    return {item: set(users) for item, users in i2i_helpers.seeded_sample(spark, pairs, seed, ITEM_ID, USER_ID, size).items()}
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -155,28 +147,3 @@ def test_empty_train_or_no_user_in_range_raises(spark):
 def test_invalid_parameters_are_rejected_at_construction(params):
     with pytest.raises(InvalidParameterError):
         Swing(**params)
-
-
-def test_save_load_round_trip(spark, tmp_path):
-    train = interactions(spark, random_pairs(7))
-    model = Swing(k_neighbours=3, max_users_per_item=8, seed=4).fit(train)
-    path = str(tmp_path / "swing")
-    model.save(path)
-    loaded = RetrievalModel.load(path)
-    assert isinstance(loaded, SwingModel)
-    assert loaded.getOrDefault("max_users_per_item") == 8 and loaded.getOrDefault("user_beta") == 0.35
-    queries = spark.createDataFrame([(q, q % 15 + 1) for q in range(20)], f"{QUERY_ID} long, {LAST_ITEM} long")
-
-    def recommendations(m):
-        return {r[QUERY_ID]: [(e[ITEM_ID], e[SCORE]) for e in r[RECOMMENDATIONS]] for r in m.recommend(queries, 3).collect()}
-
-    assert recommendations(loaded) == recommendations(model)
-    assert any(recommendations(model).values())
-
-
-def test_unknown_or_null_last_item_gets_an_empty_list(spark, monkeypatch):
-    monkeypatch.setattr(swing_module, "item_block_count", lambda *args: 6)  # more blocks than items: empty partitions
-    model = Swing().fit(interactions(spark, [(1, 1), (1, 2), (2, 1), (2, 2), (3, 7)]))
-    queries = spark.createDataFrame([(1, 1), (2, 7), (3, 999), (4, None)], f"{QUERY_ID} long, {LAST_ITEM} long")
-    recs = {r[QUERY_ID]: [e[ITEM_ID] for e in r[RECOMMENDATIONS]] for r in model.recommend(queries, 5).collect()}
-    assert recs == {1: [2], 2: [], 3: [], 4: []}

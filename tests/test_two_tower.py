@@ -138,7 +138,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path, monkeypatch
 
 
 def test_bad_parameters_fail_at_construction():
-    with pytest.raises(InvalidParameterError, match="unknown loss 'hinge'"):
+    with pytest.raises(InvalidParameterError, match="DSSM: loss must be one of bce, sampled_softmax, got 'hinge'"):
         DSSM(loss="hinge")
     with pytest.raises(InvalidParameterError, match="num_proc"):
         DSSM(num_proc=0)
@@ -148,8 +148,55 @@ def test_bad_parameters_fail_at_construction():
         DSSM(hidden_dims=[])
     with pytest.raises(InvalidParameterError, match="margin"):
         SimpleX(margin=2.0)
-    with pytest.raises(TypeError, match="learning_rat"):
+    with pytest.raises(InvalidParameterError, match="unknown parameter 'learning_rat'"):
         DSSM(learning_rat=0.1)
+    with pytest.raises(InvalidParameterError, match="shuffle_buffer"):
+        DSSM(batch_size=64, shuffle_buffer=32)
+    with pytest.raises(InvalidParameterError, match="backend='local' runs one process"):
+        DSSM(backend="local", num_proc=2)
+    with pytest.raises(InvalidParameterError, match="same embedding_dim"):
+        SimpleX(schema="dssm_movielens")
+    with pytest.raises(InvalidParameterError, match="item_features must be a Spark DataFrame"):
+        DSSM(item_features=[1, 2])
+
+
+def test_params_follow_pyspark_ml(data):
+    _, _, items, users = data
+    estimator = DSSM(loss="bce", epochs=3, item_features=items, user_features=users)
+    assert estimator.isSet("loss") and estimator.isSet("epochs") and not estimator.isSet("hidden_dims")
+    assert estimator.get("hidden_dims") == [512, 256, 128] and estimator.get("backend") == "auto"
+    assert "loss: bce (sampled negatives)" in estimator.explainParams()
+    assert "(default: sampled_softmax, current: bce)" in estimator.explainParams()
+    copied = estimator.copy({estimator.epochs: 1})
+    assert copied.get("epochs") == 1 and estimator.get("epochs") == 3
+    assert copied.item_features is items and copied.user_features is users
+    assert copied.extractParamMap()[copied.loss] == "bce"
+    with pytest.raises(InvalidParameterError, match="DSSM: epochs must be an integer >= 1, got 0"):
+        estimator.copy({estimator.epochs: 0})
+    simplex = SimpleX()
+    assert (simplex.get("num_negatives"), simplex.get("epochs"), simplex.get("dropout")) == (100, 10, 0.1)
+    assert (simplex.get("gate"), simplex.get("margin"), simplex.get("negative_weight")) == (0.5, 0.9, 10.0)
+    assert DSSMModel().get("temperature") == 0.05 and SimpleXModel().get("margin") == 0.9
+
+
+def test_auto_backend_is_horovod_when_installed_else_torch_distributor(monkeypatch):
+    from spark_retrieval.models.two_tower.estimator import resolve_backend
+
+    assert resolve_backend("local") == "local"
+    monkeypatch.setitem(sys.modules, "horovod", None)
+    assert resolve_backend("auto") == "torch_distributor"
+
+
+def test_an_estimator_is_a_pipeline_stage(data):
+    from pyspark.ml import Pipeline
+
+    train = data[0]
+    estimator = dssm(data, epochs=1)
+    pipeline_model = Pipeline(stages=[estimator]).fit(train, {estimator.hidden_dims: [8, 4]})
+    (model,) = pipeline_model.stages
+    assert isinstance(model, DSSMModel) and model.get("hidden_dims") == [8, 4] and model.get("epochs") == 1
+    assert model.metadata["network"]["options"]["hidden_dims"] == [8, 4]
+    assert model.metadata["training"]["backend"] == "local" and estimator.get("hidden_dims") == [16, 8]
 
 
 def test_bad_data_fails_before_training(spark, data):
@@ -172,15 +219,16 @@ def test_horovod_backend_without_horovod_fails_at_once(data, monkeypatch):
         dssm(data, backend="horovod").fit(data[0])
 
 
-def test_benchmark_presets_build_seeded_estimators():
-    from spark_retrieval.models.two_tower.presets import BENCHMARK_FACTORIES
+def test_registry_rows_build_seeded_estimators_on_the_auto_backend():
+    from spark_retrieval.models.registry import MODELS, build_estimator
 
-    built = {name: factory(3) for name, factory in BENCHMARK_FACTORIES.items()}
-    assert {name: (type(e).__name__, e.get("seed")) for name, e in built.items()} == {
-        "dssm_bce_neg10": ("DSSM", 3),
-        "dssm_bce_neg100": ("DSSM", 3),
-        "dssm_softmax": ("DSSM", 3),
-        "simplex_ccl": ("SimpleX", 3),
+    rows = [name for name, entry in MODELS.items() if "two_tower" in entry.estimator]
+    built = {name: build_estimator(name, seed=3) for name in rows}
+    assert {name: (type(e).__name__, e.get("seed"), e.get("backend")) for name, e in built.items()} == {
+        "dssm_bce_neg10": ("DSSM", 3, "auto"),
+        "dssm_bce_neg100": ("DSSM", 3, "auto"),
+        "dssm_softmax": ("DSSM", 3, "auto"),
+        "simplex_ccl": ("SimpleX", 3, "auto"),
     }
     assert [built[n].get("num_negatives") for n in ("dssm_bce_neg10", "dssm_bce_neg100")] == [10, 100]
     assert built["dssm_softmax"].get("loss") == "sampled_softmax" and built["dssm_bce_neg10"].get("loss") == "bce"

@@ -10,6 +10,7 @@ from ..columns import ITEM_ID, LAST_ITEM, RECENT_ITEMS, TIMESTAMP, USER_ID
 DEFAULT_HISTORY = 10
 EVENT_INDEX = "event_index"
 EVENT_COUNT = "event_count"
+SEEN_ITEMS = "items"
 
 
 def user_sequence_window():
@@ -36,3 +37,8 @@ def with_sequence_context(events: DataFrame, history: int = DEFAULT_HISTORY) -> 
 def _previous_items(frame) -> Column:
     # collect_list over a ROWS frame keeps the frame's order, so the most recent item comes last.
     return F.collect_list(ITEM_ID).over(frame)
+
+
+def seen_items(train: DataFrame) -> DataFrame:
+    """``user_id, items: array<long>``: each user's distinct train items, ascending (what ``exclude_seen`` removes)."""
+    return train.groupBy(USER_ID).agg(F.array_sort(F.collect_set(F.col(ITEM_ID).cast("long"))).alias(SEEN_ITEMS))

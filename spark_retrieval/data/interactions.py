@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .. import storage
-from ..columns import INTERACTION_COLUMNS, ITEM_ID, RATING, TIMESTAMP, USER_ID
+from ..columns import INTERACTION_COLUMNS, ITEM_ID, RATING, TIMESTAMP, USER_ID, require_columns
 from ..errors import DataNotFoundError, EmptyDataError, InvalidParameterError, MalformedDataError
 
 INTERACTION_TYPES = {USER_ID: "long", ITEM_ID: "long", RATING: "double", TIMESTAMP: "long"}
@@ -130,17 +130,6 @@ def readable(action: Callable[[], T_], source: str) -> T_:
         if reason is None:
             raise
         raise MalformedDataError(f"{source} cannot be read: {reason}") from None
-
-
-def require_columns(df: DataFrame, columns, source: str, renamed: Mapping[str, str] | None = None) -> None:
-    """Raise ``MalformedDataError`` naming the first of ``columns`` that ``df`` lacks."""
-    for column in columns:
-        if column not in df.columns:
-            ours = {theirs: ours for ours, theirs in (renamed or {}).items()}.get(column, column)
-            mapped = f" (mapped to {ours})" if ours != column else ""
-            raise MalformedDataError(
-                f"{source} has no column {column!r}{mapped}; it has {', '.join(df.columns) or 'no columns'}"
-            )
 
 
 def _column(name: str) -> Column:

@@ -1,4 +1,4 @@
-"""Temporal leave-last-out split, exactly as ``PROTOCOL.md`` defines it (window functions only)."""
+"""Temporal leave-last-out split, exactly as ``docs/protocol.md`` defines it (window functions only)."""
 
 from __future__ import annotations
 

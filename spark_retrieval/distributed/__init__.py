@@ -18,21 +18,26 @@ a training process that makes no progress for that long ends itself (``watchdog.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 from typing import Any, Callable, Protocol, Sequence
 
 from pyspark.sql import SparkSession
 
 from ..errors import InvalidParameterError
+from ..session import local_task_slots
+from .processes import BACKENDS, DEFAULT_FAILURE_TIMEOUT, HOROVOD, LOCAL, TORCH_DISTRIBUTOR, describe_exit_code
 
-HOROVOD = "horovod"
-TORCH_DISTRIBUTOR = "torch_distributor"
-LOCAL = "local"
-BACKENDS = (HOROVOD, TORCH_DISTRIBUTOR, LOCAL)
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_FAILURE_TIMEOUT",
+    "HOROVOD",
+    "LOCAL",
+    "TORCH_DISTRIBUTOR",
+    "describe_exit_code",
+    "get_launcher",
+    "init_collective",
+]
+
 MAX_DEFAULT_NUM_PROC = 8
-DEFAULT_FAILURE_TIMEOUT = 300
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -92,7 +97,7 @@ def get_launcher(
     if backend == TORCH_DISTRIBUTOR:
         from .torch_distributor import TorchDistributorLauncher
 
-        return TorchDistributorLauncher(num_proc=num_proc, local_mode=is_local_master(spark))
+        return TorchDistributorLauncher(num_proc=num_proc, local_mode=local_cores(spark) is not None)
     if backend == LOCAL:
         from .local import LocalLauncher
 
@@ -130,20 +135,9 @@ def check_num_proc(num_proc: Any) -> None:
         raise InvalidParameterError(f"num_proc must be a positive integer, got {num_proc!r}")
 
 
-def is_local_master(spark: SparkSession) -> bool:
-    master = spark.sparkContext.master
-    return master == "local" or master.startswith("local[")
-
-
 def local_cores(spark: SparkSession) -> int | None:
     """Task slots of a ``local``/``local[N]``/``local[*]`` master; None on a cluster."""
-    master = spark.sparkContext.master
-    if master == "local":
-        return 1
-    match = re.fullmatch(r"local\[(\d+|\*)(?:,\s*\d+)?\]", master)
-    if not match:
-        return None
-    return (os.cpu_count() or 1) if match.group(1) == "*" else int(match.group(1))
+    return local_task_slots(spark.sparkContext.master)
 
 
 def default_num_proc(spark: SparkSession) -> int:
@@ -167,21 +161,3 @@ def default_nics(spark: SparkSession) -> list[str] | None:
     conf = spark.sparkContext.getConf()
     host = conf.get("spark.driver.bindAddress", None) or conf.get("spark.driver.host", None) or ""
     return ["lo"] if host in LOOPBACK_HOSTS else None
-
-
-def describe_exit_code(code: int) -> str:
-    """``137`` → ``"code 137: killed by signal 9 (SIGKILL; …)"``; negative codes are signals too (subprocess style)."""
-    from .watchdog import EXIT_CODE as WATCHDOG_EXIT_CODE
-
-    if code == WATCHDOG_EXIT_CODE:
-        return f"code {code}: its watchdog saw no progress for failure_timeout seconds (a hung peer or I/O)"
-    number = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else None
-    if number is None:
-        hint = "an exception in the training function: its traceback is in the output above" if code else "no error"
-        return f"code {code}: {hint}"
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        name = "unknown signal"
-    cause = "; out of memory, or killed from outside" if number == signal.SIGKILL else ""
-    return f"code {code}: killed by signal {number} ({name}{cause})"

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import MissingDependencyError, TrainingFailedError
-from . import DEFAULT_FAILURE_TIMEOUT
+from .processes import DEFAULT_FAILURE_TIMEOUT, describe_exit_code
 
 GLOO_TIMEOUT_VARIABLE = "HOROVOD_GLOO_TIMEOUT_SECONDS"
 # horovod.runner.gloo_run: "... The first process to do so was:\nProcess name: 1\nExit code: 137"
@@ -99,8 +99,6 @@ class HorovodLauncher:
 
 def first_failure(message: str) -> TrainingFailedError | None:
     """The ``TrainingFailedError`` for Horovod's "processes exited with non-zero status" message, else None."""
-    from . import describe_exit_code
-
     match = FIRST_FAILURE.search(message)
     if match is None:
         return None

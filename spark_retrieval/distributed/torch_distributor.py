@@ -39,7 +39,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import TrainingFailedError
-from . import DEFAULT_FAILURE_TIMEOUT
+from .processes import DEFAULT_FAILURE_TIMEOUT, describe_exit_code
 
 ROOT_RESULT_FILE = "rank0_result.pickle"
 # torchrun's ChildFailedError summary: "Root Cause (first observed failure): [0]: ... rank: 1 (local_rank: 1)
@@ -126,7 +126,6 @@ def _stdout_tail():
 
 def root_cause(message: str, output: str = "") -> TrainingFailedError | None:
     """The ``TrainingFailedError`` for TorchDistributor's failure ``message`` and torchrun's ``output``, else None."""
-    from . import describe_exit_code
 
     if "failed with return code" not in message and "TorchDistributor failed" not in message:
         return None

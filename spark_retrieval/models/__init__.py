@@ -1,9 +1,11 @@
 """Retrieval models: each an Estimator whose ``fit(train)`` returns a Model with ``recommend(queries, k)``."""
 
 from .als import ALS, ALSModel
-from .base import ItemToItemModel, RetrievalEstimator, RetrievalModel
+from .base import RetrievalEstimator, RetrievalModel
 from .global_hot import GlobalHot, GlobalHotModel
 from .item_cf import ItemCF, ItemCFModel
+from .item_to_item import ItemToItemModel
+from .registry import MODELS, build_estimator, resolve_models
 from .swing import Swing, SwingModel
 
 __all__ = [
@@ -14,10 +16,13 @@ __all__ = [
     "ItemCF",
     "ItemCFModel",
     "ItemToItemModel",
+    "MODELS",
     "RetrievalEstimator",
     "RetrievalModel",
     "Swing",
     "SwingModel",
+    "build_estimator",
+    "resolve_models",
 ]
 
 _TWO_TOWER = {"DSSM", "DSSMModel", "SimpleX", "SimpleXModel", "TwoTowerModel"}

@@ -2,7 +2,7 @@
 
 By default ALS learns from implicit feedback: every distinct (user, item) train pair is one positive, the
 other pairs are unobserved, and a user's train items are never recommended back. ``ALS.seed_preset()``
-reproduces the seed project's explicit-rating run instead.
+reproduces MetaSpore's explicit-rating MovieLens configuration instead.
 """
 
 from __future__ import annotations
@@ -12,37 +12,22 @@ import shutil
 import tempfile
 from typing import Any
 
-from pyspark import keyword_only
-from pyspark.ml.param import Params, TypeConverters
+from pyspark.ml.param import Params
 from pyspark.ml.recommendation import ALS as SparkALS
 from pyspark.ml.recommendation import ALSModel as SparkALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..columns import ITEM_ID, QUERY_ID, RATING, RECOMMENDATIONS, USER_ID
-from ..errors import InvalidParameterError
+from ..columns import ITEM_ID, QUERY_ID, RATING, RECOMMENDATIONS, USER_ID, empty_recommendations, require_columns
+from ..data.context import SEEN_ITEMS, seen_items
 from ..retrieval.topk import top_k_inner_product
-from .base import RetrievalEstimator, RetrievalModel, check, empty_recommendations, param, require_columns
+from ..validation import boolean, check, integer, number, text
+from .base import RetrievalEstimator, RetrievalModel, param
 
 USER_FACTORS = "user_factors"
 ITEM_FACTORS = "item_factors"
 SEEN = "seen"
 VECTOR = "vector"
-ITEMS = "items"
-
-DEFAULTS: dict[str, Any] = {
-    "rank": 64,
-    "max_iter": 15,
-    "reg_param": 0.05,
-    "alpha": 20.0,
-    "implicit_prefs": True,
-    "exclude_seen": True,
-    "nonnegative": False,
-    "seed": 0,
-    "num_blocks": None,
-    "checkpoint_interval": 10,
-    "checkpoint_dir": None,
-}
 
 SEED_PRESET: dict[str, Any] = {
     "rank": 256,
@@ -52,84 +37,65 @@ SEED_PRESET: dict[str, Any] = {
     "implicit_prefs": False,
     "exclude_seen": False,
 }
-"""The seed project's ALS run (Recall@20 0.049 on ml-100k): explicit ratings, seen items left in the lists."""
+"""The configuration of MetaSpore's MovieLens ALS row: explicit ratings, seen items left in the lists."""
 
 
-class _ALSParams(Params):
+class ALSParams(Params):
     """Params shared by :class:`ALS` and :class:`ALSModel`."""
 
-    rank = param("rank", "number of latent factors (>= 1)", TypeConverters.toInt)
-    max_iter = param("max_iter", "alternating least squares iterations (>= 1)", TypeConverters.toInt)
-    reg_param = param("reg_param", "L2 regularisation (>= 0)", TypeConverters.toFloat)
-    alpha = param("alpha", "implicit feedback confidence weight of an observed pair (>= 0)", TypeConverters.toFloat)
+    rank = param("rank", "number of latent factors", integer(at_least=1))
+    max_iter = param("max_iter", "alternating least squares iterations", integer(at_least=1))
+    reg_param = param("reg_param", "L2 regularisation", number(at_least=0))
+    alpha = param("alpha", "implicit feedback confidence weight of an observed pair", number(at_least=0))
     implicit_prefs = param(
         "implicit_prefs",
         "learn from binarised (user, item) pairs as implicit feedback; false trains on the raw ratings",
-        TypeConverters.toBoolean,
+        boolean,
     )
-    exclude_seen = param("exclude_seen", "never recommend a user's train items", TypeConverters.toBoolean)
-    nonnegative = param("nonnegative", "constrain factors to be non-negative", TypeConverters.toBoolean)
-    seed = param("seed", "random seed of the factor initialisation", TypeConverters.toInt)
-    num_blocks = param("num_blocks", "user and item blocks (>= 1); None keeps Spark's default", TypeConverters.toInt)
+    exclude_seen = param("exclude_seen", "never recommend a user's train items", boolean)
+    nonnegative = param("nonnegative", "constrain factors to be non-negative", boolean)
+    seed = param("seed", "random seed of the factor initialisation", integer())
+    num_blocks = param("num_blocks", "user and item blocks; None keeps Spark's default", integer(at_least=1))
     checkpoint_interval = param(
-        "checkpoint_interval", "checkpoint every this many iterations (>= 1, or -1 never)", TypeConverters.toInt
+        "checkpoint_interval", "checkpoint every this many iterations (>= 1, or -1 never)", integer(at_least=-1)
     )
     checkpoint_dir = param(
-        "checkpoint_dir",
-        "Spark checkpoint directory; None keeps the context's, or a temporary one in local mode",
-        TypeConverters.toString,
+        "checkpoint_dir", "Spark checkpoint directory; None keeps the context's, or a temporary one in local mode", text
     )
 
     def __init__(self, *args: Any):
         super().__init__(*args)
-        self._setDefault(**DEFAULTS)
+        self._setDefault(
+            rank=64,
+            max_iter=15,
+            reg_param=0.05,
+            alpha=20.0,
+            implicit_prefs=True,
+            exclude_seen=True,
+            nonnegative=False,
+            seed=0,
+            num_blocks=None,
+            checkpoint_interval=10,
+            checkpoint_dir=None,
+        )
 
 
-class ALS(RetrievalEstimator, _ALSParams):
-    """Alternating least squares; ``fit(train)`` returns an :class:`ALSModel`.
+class ALS(RetrievalEstimator, ALSParams):
+    """Alternating least squares (keyword-only parameters); ``fit(train)`` returns an :class:`ALSModel`.
 
     ``train`` needs ``user_id, item_id`` (plus ``rating`` when ``implicit_prefs=False``), with ids in the
     32-bit integer range as Spark's ALS requires.
     """
 
-    @keyword_only
-    def __init__(
-        self,
-        *,
-        rank: int = 64,
-        max_iter: int = 15,
-        reg_param: float = 0.05,
-        alpha: float = 20.0,
-        implicit_prefs: bool = True,
-        exclude_seen: bool = True,
-        nonnegative: bool = False,
-        seed: int = 0,
-        num_blocks: int | None = None,
-        checkpoint_interval: int = 10,
-        checkpoint_dir: str | None = None,
-    ):
-        super().__init__()
-        try:
-            self._init_params(DEFAULTS, self._input_kwargs)
-        except TypeError as exc:
-            raise InvalidParameterError(f"ALS: {exc}") from None
-        self.validate_params()
-
     @classmethod
     def seed_preset(cls, **overrides: Any) -> "ALS":
-        """The seed project's configuration: rank 256, 100 iterations, reg 0.05, non-negative, explicit
+        """MetaSpore's MovieLens ALS configuration: rank 256, 100 iterations, reg 0.05, non-negative, explicit
         ratings, seen items kept (``exclude_seen=False``). ``overrides`` change any of it."""
         return cls(**{**SEED_PRESET, **overrides})
 
     def validate_params(self) -> None:
-        get = self.get
-        check(get("rank") >= 1, f"rank must be >= 1, got {get('rank')}")
-        check(get("max_iter") >= 1, f"max_iter must be >= 1, got {get('max_iter')}")
-        check(get("reg_param") >= 0, f"reg_param must be >= 0, got {get('reg_param')}")
-        check(get("alpha") >= 0, f"alpha must be >= 0, got {get('alpha')}")
-        check(get("num_blocks") is None or get("num_blocks") >= 1, f"num_blocks must be >= 1, got {get('num_blocks')}")
-        interval = get("checkpoint_interval")
-        check(interval >= 1 or interval == -1, f"checkpoint_interval must be >= 1 or -1, got {interval}")
+        interval = self.get("checkpoint_interval")
+        check(interval >= 1 or interval == -1, f"ALS: checkpoint_interval must be >= 1 or -1, got {interval}")
 
     def _fit_interactions(self, train: DataFrame) -> "ALSModel":
         implicit = self.get("implicit_prefs")
@@ -159,7 +125,7 @@ class ALS(RetrievalEstimator, _ALSParams):
         return estimator
 
 
-class ALSModel(RetrievalModel, _ALSParams):
+class ALSModel(RetrievalModel, ALSParams):
     """User and item factors plus each user's train items; recommends by exact top-K dot product."""
 
     def user_embeddings(self) -> DataFrame:
@@ -187,7 +153,7 @@ class ALSModel(RetrievalModel, _ALSParams):
         if self.get("exclude_seen"):
             seen = self.seen().withColumnRenamed(USER_ID, QUERY_ID)
             user_queries = user_queries.join(seen, QUERY_ID, "left")
-            exclude_column = ITEMS
+            exclude_column = SEEN_ITEMS
         top = top_k_inner_product(user_queries, self.item_embeddings(), k, exclude_column=exclude_column)
         return top.withColumnRenamed(QUERY_ID, USER_ID)
 
@@ -197,10 +163,6 @@ def training_ratings(train: DataFrame, implicit: bool) -> DataFrame:
     if implicit:
         return train.select(USER_ID, ITEM_ID).distinct().withColumn(RATING, F.lit(1.0))
     return train.select(USER_ID, ITEM_ID, F.col(RATING).cast("double"))
-
-
-def seen_items(train: DataFrame) -> DataFrame:
-    return train.groupBy(USER_ID).agg(F.array_sort(F.collect_set(F.col(ITEM_ID).cast("long"))).alias(ITEMS))
 
 
 def factor_tables(spark_model: SparkALSModel) -> dict[str, DataFrame]:

@@ -13,37 +13,29 @@ from __future__ import annotations
 
 import importlib
 import json
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from pyspark import StorageLevel
 from pyspark.ml import Estimator, Model
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import Param, Params
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from .. import storage
-from ..columns import ITEM_ID, LAST_ITEM, NEIGHBOURS, QUERY_ID, RECOMMENDATIONS, SCORE, USER_ID
+from ..columns import ITEM_ID, QUERY_ID, USER_ID, require_columns
 from ..errors import DataNotFoundError, EmptyDataError, InvalidParameterError, MalformedDataError
+from ..validation import Converter, check
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 
-SCORED_ITEM = T.StructType([T.StructField(ITEM_ID, T.LongType()), T.StructField(SCORE, T.DoubleType())])
-SCORED_ITEMS = T.ArrayType(SCORED_ITEM)
 
+def param(name: str, doc: str, converter: Converter) -> Param:
+    """Declare a class-level ``pyspark.ml`` Param (the ``Params._dummy()`` parent is replaced per instance).
 
-def param(name: str, doc: str, converter: Callable = TypeConverters.identity) -> Param:
-    """Declare a class-level ``pyspark.ml`` Param (the ``Params._dummy()`` parent is replaced per instance)."""
+    ``converter`` (see ``validation``) checks and normalises every value set, so a bad value fails where it
+    is given, naming the parameter, whether through the constructor, ``copy(extra)`` or ``fit(train, params)``.
+    """
     return Param(Params._dummy(), name, doc, typeConverter=converter)
-
-
-def require_columns(df: DataFrame, columns, what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise MalformedDataError(
-            f"{what} is missing column(s) {', '.join(missing)}; it has {', '.join(df.columns) or 'no columns'}"
-        )
 
 
 def require_non_empty(df: DataFrame, what: str) -> None:
@@ -51,71 +43,68 @@ def require_non_empty(df: DataFrame, what: str) -> None:
         raise EmptyDataError(f"{what} is empty: nothing to fit")
 
 
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvalidParameterError(message)
+class ModelParams(Params):
+    """``pyspark.ml`` Params whose bad values are ``InvalidParameterError`` naming the class and parameter.
 
-
-def empty_recommendations() -> F.Column:
-    return F.array().cast(SCORED_ITEMS)
-
-
-def top_k_items(scored: DataFrame, group_col: str, k: int, out_col: str) -> DataFrame:
-    """Per ``group_col``, the ``k`` best ``(item_id, score)`` rows as an array, score desc then item id asc.
-
-    ``scored`` has columns ``group_col, item_id, score``. Uses ``max_by``-free sorting of a collected,
-    bounded array: each group keeps at most ``k`` entries thanks to a rank filter first.
+    Every model's Params mixin declares its Params with ``param(...)`` and sets its defaults with
+    ``_setDefault`` in ``__init__``; estimators ``_set`` only the keywords they were given, so ``isSet``,
+    ``explainParams()``, ``copy(extra)`` and ``extractParamMap()`` mean what they mean in ``pyspark.ml``.
     """
-    from pyspark.sql.window import Window
 
-    order = Window.partitionBy(group_col).orderBy(F.col(SCORE).desc(), F.col(ITEM_ID).asc())
-    ranked = scored.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= k)
-    return ranked.groupBy(group_col).agg(
-        F.transform(
-            F.array_sort(F.collect_list(F.struct("_rank", ITEM_ID, SCORE))),
-            lambda e: F.struct(e[ITEM_ID].alias(ITEM_ID), e[SCORE].alias(SCORE)),
-        ).alias(out_col)
-    )
-
-
-class _ParamsMixin(Params):
-    """Keyword construction and plain-dict access for ``pyspark.ml`` Params."""
-
-    def _init_params(self, defaults: dict[str, Any], values: dict[str, Any]) -> None:
-        unknown = sorted(set(values) - set(defaults))
-        if unknown:
-            raise InvalidParameterError(f"{type(self).__name__}: unknown parameter(s) {', '.join(unknown)}")
-        self._setDefault(**defaults)
-        self._set(**values)
+    def _set(self, **kwargs: Any) -> "ModelParams":
+        for name, value in kwargs.items():
+            if not self.hasParam(name):
+                known = ", ".join(sorted(p.name for p in self.params)) or "none"
+                raise InvalidParameterError(f"{type(self).__name__}: unknown parameter {name!r}; its parameters: {known}")
+            declared = self.getParam(name)
+            if value is not None:
+                try:
+                    value = declared.typeConverter(value)
+                except (InvalidParameterError, TypeError, ValueError) as error:
+                    raise InvalidParameterError(f"{type(self).__name__}: {name} {error}") from None
+            self._paramMap[declared] = value
+        return self
 
     def get(self, name: str) -> Any:
         return self.getOrDefault(self.getParam(name))
 
     def params_dict(self) -> dict[str, Any]:
+        """Every defined parameter's value (set or default), by name."""
         return {p.name: self.getOrDefault(p) for p in self.params if self.isDefined(p)}
 
 
-class RetrievalEstimator(Estimator, _ParamsMixin):
-    """Base Estimator: validates the training interactions, then delegates to ``_fit_interactions``."""
+class RetrievalEstimator(Estimator, ModelParams):
+    """Base Estimator: keyword-only parameters, then ``fit(train)`` → the family's Model.
+
+    ``Family(**params)`` sets only the parameters given (unknown names and bad values raise
+    ``InvalidParameterError``); ``validate_params`` adds the checks that involve several parameters.
+    ``fit`` checks the training interactions, delegates to ``_fit_interactions`` and copies the
+    parameters onto the model.
+    """
 
     required_columns: ClassVar[tuple[str, ...]] = (USER_ID, ITEM_ID)
 
+    def __init__(self, **params: Any):
+        super().__init__()
+        self._set(**params)
+        self.validate_params()
+
     def validate_params(self) -> None:
-        """Raise ``InvalidParameterError`` for out-of-range parameters; subclasses extend."""
+        """Raise ``InvalidParameterError`` for combinations of parameters that cannot work; subclasses extend."""
 
     def _fit(self, train: DataFrame) -> "RetrievalModel":
         self.validate_params()
         require_columns(train, self.required_columns, "train")
         require_non_empty(train, "train")
         model = self._fit_interactions(train)
-        model._set(**{p.name: self.getOrDefault(p) for p in self.params if model.hasParam(p.name) and self.isDefined(p)})
+        self._copyValues(model)
         return model
 
     def _fit_interactions(self, train: DataFrame) -> "RetrievalModel":
         raise NotImplementedError
 
 
-class RetrievalModel(Model, _ParamsMixin):
+class RetrievalModel(Model, ModelParams):
     """Base Model: ``recommend`` plus persistence of named tables and JSON metadata."""
 
     def __init__(self, tables: dict[str, DataFrame] | None = None, metadata: dict[str, Any] | None = None):
@@ -240,37 +229,3 @@ def check_files(found: dict[str, int], expected: dict[str, int], what: str) -> N
     extra = sorted(set(found) - set(expected))
     if extra:
         raise MalformedDataError(f"{what}: unexpected data file {extra[0]} (not written by save)")
-
-
-class ItemToItemModel(RetrievalModel):
-    """A model holding a neighbour table ``item_id, neighbours: array<struct<item_id, score>>``.
-
-    Queries are answered from their ``last_item``: the neighbours of that item, best first; a query whose
-    ``last_item`` is null or unknown to the model gets an empty list.
-    """
-
-    NEIGHBOUR_TABLE = "neighbours"
-
-    @property
-    def neighbour_table(self) -> DataFrame:
-        return self.tables[self.NEIGHBOUR_TABLE]
-
-    def query_columns(self) -> tuple[str, ...]:
-        return (QUERY_ID, LAST_ITEM)
-
-    def similar_items(self, k: int | None = None) -> DataFrame:
-        """``item_id, neighbours`` with at most ``k`` neighbours each (all that were kept when ``k`` is None)."""
-        table = self.neighbour_table
-        if k is None:
-            return table
-        check(isinstance(k, int) and k >= 1, f"k must be a positive integer, got {k!r}")
-        return table.select(ITEM_ID, F.slice(NEIGHBOURS, 1, k).alias(NEIGHBOURS))
-
-    def _recommend(self, queries: DataFrame, k: int) -> DataFrame:
-        neighbours = self.similar_items(k).withColumnRenamed(ITEM_ID, "_trigger")
-        joined = queries.select(QUERY_ID, LAST_ITEM).join(
-            neighbours, F.col(LAST_ITEM) == F.col("_trigger"), "left"
-        )
-        return joined.select(
-            QUERY_ID, F.coalesce(F.col(NEIGHBOURS), empty_recommendations()).alias(RECOMMENDATIONS)
-        )

@@ -34,8 +34,6 @@ depend on partitioning. Ties in a neighbour list go to the smaller item id.
 from __future__ import annotations
 
 import math
-import os
-import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -47,9 +45,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ..columns import ITEM_ID, NEIGHBOURS, SCORE, USER_ID
+from ..columns import ITEM_ID, NEIGHBOURS, SCORE, SCORED_ITEMS, USER_ID
 from ..errors import EmptyDataError
-from .base import SCORED_ITEMS
+from ..session import task_slots
 
 ITEMS = "items"
 ANCHORS = "anchors"
@@ -104,18 +102,6 @@ def item_block_count(spark: SparkSession, size_estimate: float, size_per_block: 
     return max(1, task_slots(spark), math.ceil(size_estimate / size_per_block))
 
 
-def task_slots(spark: SparkSession) -> int:
-    """Tasks that run at once: N for ``local[N]``, the CPU count for ``local[*]``, else the default parallelism."""
-    context = spark.sparkContext
-    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", context.master)
-    if local is None:
-        return context.defaultParallelism
-    threads = local.group(1)
-    if threads is None:
-        return 1
-    if threads == "*":
-        return os.cpu_count() or 1
-    return int(threads)
 
 
 def route_to_item_blocks(user_rows: DataFrame, num_blocks: int) -> DataFrame:
@@ -366,11 +352,3 @@ def neighbour_batches(rows: ScoredRows, max_rows: int = OUTPUT_ROWS_PER_BATCH) -
             names=[ITEM_ID, NEIGHBOURS],
         )
 
-
-# -- parameter checks shared by the co-occurrence models --------------------------------------------
-def is_integer(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)

@@ -12,10 +12,10 @@ ITEM_COUNTS = "item_counts"
 
 
 class GlobalHot(RetrievalEstimator):
-    """Recommend the ``k`` items with the most train events (score = event count), ties by smaller item id."""
+    """Recommend the ``k`` items with the most train events (score = event count), ties by smaller item id.
 
-    def __init__(self):
-        super().__init__()
+    It has no parameters, so nothing to tune.
+    """
 
     def _fit_interactions(self, train: DataFrame) -> "GlobalHotModel":
         counts = train.groupBy(ITEM_ID).agg(F.count(F.lit(1)).cast("double").alias(SCORE))

@@ -36,7 +36,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from ..columns import ITEM_ID, USER_ID
-from .base import ItemToItemModel, RetrievalEstimator, check, param
+from ..validation import integer
+from .base import param
 from .cooccurrence import (
     ACTIVITY,
     ANCHORS,
@@ -46,41 +47,46 @@ from .cooccurrence import (
     RunningSum,
     ScoredRows,
     UserBlock,
-    canonical,
     all_positions,
+    canonical,
     distinct_user_items,
-    is_integer,
     item_block_count,
-    map_item_blocks,
-    materialised,
     neighbour_batches,
     read_user_block,
     require_interactions,
-    route_to_item_blocks,
     scored_rows,
     seeded_sample,
     top_k,
     user_events,
 )
+from .item_to_item import CooccurrenceEstimator, ItemToItemModel
 
 PAIRS_PER_ITEM_BLOCK = 5e7
 WHOLE_SCALE = 1 << 32
 FRACTION_SCALE = 1 << 30
 
-ITEM_CF_DEFAULTS = {"k_neighbours": 100, "max_items_per_user": None, "min_cooccurrence": 1, "seed": 0}
 
-
-class _ItemCFParams(Params):
-    k_neighbours = param("k_neighbours", "neighbours kept per item (integer >= 1)")
+class ItemCFParams(Params):
+    k_neighbours = param("k_neighbours", "neighbours kept per item", integer(at_least=1))
     max_items_per_user = param(
-        "max_items_per_user", "users with more distinct items keep a seeded random sample of this many (None: all)"
+        "max_items_per_user",
+        "users with more distinct items keep a seeded random sample of this many (None: all)",
+        integer(at_least=1),
     )
-    min_cooccurrence = param("min_cooccurrence", "pairs shared by fewer users than this are dropped (integer >= 1)")
-    seed = param("seed", "seed of the max_items_per_user sample (integer)")
+    min_cooccurrence = param("min_cooccurrence", "pairs shared by fewer users than this are dropped", integer(at_least=1))
+    seed = param("seed", "seed of the max_items_per_user sample", integer())
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(k_neighbours=100, max_items_per_user=None, min_cooccurrence=1, seed=0)
 
 
-class ItemCF(RetrievalEstimator, _ItemCFParams):
-    """Item CF with cosine similarity and ``1/|I_u|`` user-activity weighting.
+class ItemCFModel(ItemToItemModel, ItemCFParams):
+    """Item CF neighbour table ``item_id, neighbours``; ``recommend`` answers from each query's ``last_item``."""
+
+
+class ItemCF(CooccurrenceEstimator, ItemCFParams):
+    """Item CF with cosine similarity and ``1/|I_u|`` user-activity weighting (keyword-only parameters).
 
     ``k_neighbours``: neighbours kept per item. ``max_items_per_user``: off by default; when set, a user with
     more distinct items keeps a seeded random sample of that many, and ``|I_u|`` in the weight is the sample's
@@ -88,51 +94,20 @@ class ItemCF(RetrievalEstimator, _ItemCFParams):
     sample's seed; the same seed gives the same neighbour table whatever the partitioning.
     """
 
-    def __init__(self, k_neighbours=100, max_items_per_user=None, min_cooccurrence=1, seed=0):
-        super().__init__()
-        self._init_params(
-            ITEM_CF_DEFAULTS,
-            dict(
-                k_neighbours=k_neighbours,
-                max_items_per_user=max_items_per_user,
-                min_cooccurrence=min_cooccurrence,
-                seed=seed,
-            ),
-        )
-        self.validate_params()
+    model_class = ItemCFModel
 
-    def validate_params(self) -> None:
-        k, cap, min_count, seed = (self.get(n) for n in ("k_neighbours", "max_items_per_user", "min_cooccurrence", "seed"))
-        check(is_integer(k) and k >= 1, f"k_neighbours must be an integer >= 1, got {k!r}")
-        check(cap is None or (is_integer(cap) and cap >= 1), f"max_items_per_user must be None or an integer >= 1, got {cap!r}")
-        check(is_integer(min_count) and min_count >= 1, f"min_cooccurrence must be an integer >= 1, got {min_count!r}")
-        check(is_integer(seed), f"seed must be an integer, got {seed!r}")
+    def _user_rows(self, train: DataFrame) -> DataFrame:
+        user_items = capped_user_items(train, self.get("max_items_per_user"), self.get("seed"))
+        return user_items.withColumn(ANCHORS, all_positions())
 
-    def _fit_interactions(self, train: DataFrame) -> "ItemCFModel":
-        spark = train.sparkSession
-        user_items = capped_user_items(train, self.get("max_items_per_user"), self.get("seed")).persist()
-        try:
-            norms = collected_item_norms(user_items)
-            require_interactions(norms.events, "(user_id, item_id) pair without nulls")
-            size_estimate = min(len(norms.item_ids) ** 2, norms.pairs)
-            num_blocks = item_block_count(spark, size_estimate, PAIRS_PER_ITEM_BLOCK)
-            # The item norms are a vocabulary (two numbers per item), small enough to broadcast.
-            kernel = item_cf_kernel(
-                self.get("k_neighbours"), self.get("min_cooccurrence"), spark.sparkContext.broadcast(norms.as_arrays())
-            )
-            rows = user_items.withColumn(ANCHORS, all_positions())
-            neighbours = materialised(map_item_blocks(route_to_item_blocks(rows, num_blocks), kernel))
-        finally:
-            user_items.unpersist()
-        return ItemCFModel(tables={ItemCFModel.NEIGHBOUR_TABLE: neighbours}, metadata={"item_blocks": num_blocks})
-
-
-class ItemCFModel(ItemToItemModel, _ItemCFParams):
-    """Item CF neighbour table ``item_id, neighbours``; ``recommend`` answers from each query's ``last_item``."""
-
-    def __init__(self, tables=None, metadata=None):
-        super().__init__(tables, metadata)
-        self._setDefault(**ITEM_CF_DEFAULTS)
+    def _plan(self, rows: DataFrame) -> tuple[int, Kernel]:
+        spark = rows.sparkSession
+        norms = collected_item_norms(rows)
+        require_interactions(norms.events, "(user_id, item_id) pair without nulls")
+        num_blocks = item_block_count(spark, min(len(norms.item_ids) ** 2, norms.pairs), PAIRS_PER_ITEM_BLOCK)
+        # The item norms are a vocabulary (two numbers per item), small enough to broadcast.
+        norms_broadcast = spark.sparkContext.broadcast(norms.as_arrays())
+        return num_blocks, item_cf_kernel(self.get("k_neighbours"), self.get("min_cooccurrence"), norms_broadcast)
 
 
 # -- Spark side ------------------------------------------------------------------------------------

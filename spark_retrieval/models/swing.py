@@ -41,7 +41,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from ..columns import ITEM_ID, USER_ID
-from .base import ItemToItemModel, RetrievalEstimator, check, param
+from ..validation import check, integer, number
+from .base import param
 from .cooccurrence import (
     ANCHORS,
     ITEMS,
@@ -50,54 +51,59 @@ from .cooccurrence import (
     UserBlock,
     all_positions,
     distinct_user_items,
-    is_integer,
-    is_real,
     item_block_count,
-    map_item_blocks,
-    materialised,
     neighbour_batches,
     read_user_block,
     require_interactions,
-    route_to_item_blocks,
     sample_key,
     stacked_rows,
     top_k,
     user_events,
     whole_partition,
 )
+from .item_to_item import CooccurrenceEstimator, ItemToItemModel
 
 SAMPLED = "sampled"
 ROUTED_ENTRIES_PER_BLOCK = 5e7
 DENSE_MAX_CELLS = 1 << 24
 DENSE_MIN_DENSITY = 1 / 32
 
-SWING_DEFAULTS = {
-    "alpha": 1.0,
-    "user_alpha": 5.0,
-    "user_beta": 0.35,
-    "max_users_per_item": 1000,
-    "min_items_per_user": 1,
-    "max_items_per_user": 1000,
-    "k_neighbours": 100,
-    "seed": 0,
-}
 
-
-class _SwingParams(Params):
-    alpha = param("alpha", "smoothing added to |I_u ∩ I_v| in the user-pair weight (>= 0)")
-    user_alpha = param("user_alpha", "added to |I_u| in the user weight (user_alpha + |I_u|)^-user_beta (>= 0)")
-    user_beta = param("user_beta", "exponent of the user weight (user_alpha + |I_u|)^-user_beta (>= 0)")
+class SwingParams(Params):
+    alpha = param("alpha", "smoothing added to |I_u ∩ I_v| in the user-pair weight", number(at_least=0))
+    user_alpha = param("user_alpha", "added to |I_u| in the user weight (user_alpha + |I_u|)^-user_beta", number(at_least=0))
+    user_beta = param("user_beta", "exponent of the user weight (user_alpha + |I_u|)^-user_beta", number(at_least=0))
     max_users_per_item = param(
-        "max_users_per_item", "items with more users use a seeded random sample of this many (None: all)"
+        "max_users_per_item", "items with more users use a seeded random sample of this many (None: all)", integer(at_least=1)
     )
-    min_items_per_user = param("min_items_per_user", "users with fewer distinct items are left out (integer >= 1)")
-    max_items_per_user = param("max_items_per_user", "users with more distinct items are left out (None: no limit)")
-    k_neighbours = param("k_neighbours", "neighbours kept per item (integer >= 1)")
-    seed = param("seed", "seed of the max_users_per_item sample (integer)")
+    min_items_per_user = param("min_items_per_user", "users with fewer distinct items are left out", integer(at_least=1))
+    max_items_per_user = param(
+        "max_items_per_user", "users with more distinct items are left out (None: no limit)", integer(at_least=1)
+    )
+    k_neighbours = param("k_neighbours", "neighbours kept per item", integer(at_least=1))
+    seed = param("seed", "seed of the max_users_per_item sample", integer())
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(
+            alpha=1.0,
+            user_alpha=5.0,
+            user_beta=0.35,
+            max_users_per_item=1000,
+            min_items_per_user=1,
+            max_items_per_user=1000,
+            k_neighbours=100,
+            seed=0,
+        )
 
 
-class Swing(RetrievalEstimator, _SwingParams):
-    """Swing item-item similarity (see the module docstring for the formula and the plan).
+class SwingModel(ItemToItemModel, SwingParams):
+    """Swing neighbour table ``item_id, neighbours``; ``recommend`` answers from each query's ``last_item``."""
+
+
+class Swing(CooccurrenceEstimator, SwingParams):
+    """Swing item-item similarity (see the module docstring for the formula and the plan);
+    keyword-only parameters.
 
     Parameters:
         alpha: smoothing in the user-pair weight ``1 / (alpha + |I_u ∩ I_v|)``; ``>= 0`` (0 is safe: a
@@ -114,81 +120,30 @@ class Swing(RetrievalEstimator, _SwingParams):
     ``|I_u|`` is the user's number of distinct items in train: the same before and after the caps.
     """
 
-    def __init__(
-        self,
-        alpha=1.0,
-        user_alpha=5.0,
-        user_beta=0.35,
-        max_users_per_item=1000,
-        min_items_per_user=1,
-        max_items_per_user=1000,
-        k_neighbours=100,
-        seed=0,
-    ):
-        super().__init__()
-        self._init_params(
-            SWING_DEFAULTS,
-            dict(
-                alpha=alpha,
-                user_alpha=user_alpha,
-                user_beta=user_beta,
-                max_users_per_item=max_users_per_item,
-                min_items_per_user=min_items_per_user,
-                max_items_per_user=max_items_per_user,
-                k_neighbours=k_neighbours,
-                seed=seed,
-            ),
-        )
-        self.validate_params()
+    model_class = SwingModel
 
     def validate_params(self) -> None:
-        for name in ("alpha", "user_alpha", "user_beta"):
-            value = self.get(name)
-            check(is_real(value) and value >= 0, f"{name} must be a number >= 0, got {value!r}")
-        users_cap, low, high = (self.get(n) for n in ("max_users_per_item", "min_items_per_user", "max_items_per_user"))
-        check(
-            users_cap is None or (is_integer(users_cap) and users_cap >= 1),
-            f"max_users_per_item must be None or an integer >= 1, got {users_cap!r}",
-        )
-        check(is_integer(low) and low >= 1, f"min_items_per_user must be an integer >= 1, got {low!r}")
-        check(
-            high is None or (is_integer(high) and high >= low),
-            f"max_items_per_user must be None or an integer >= min_items_per_user ({low!r}), got {high!r}",
-        )
-        k, seed = self.get("k_neighbours"), self.get("seed")
-        check(is_integer(k) and k >= 1, f"k_neighbours must be an integer >= 1, got {k!r}")
-        check(is_integer(seed), f"seed must be an integer, got {seed!r}")
+        low, high = self.get("min_items_per_user"), self.get("max_items_per_user")
+        check(high is None or high >= low, f"Swing: max_items_per_user must be None or >= min_items_per_user ({low}), got {high}")
 
-    def _fit_interactions(self, train: DataFrame) -> "SwingModel":
-        rows = swing_user_rows(
+    def _user_rows(self, train: DataFrame) -> DataFrame:
+        return swing_user_rows(
             train,
             self.get("min_items_per_user"),
             self.get("max_items_per_user"),
             self.get("max_users_per_item"),
             self.get("seed"),
-        ).persist()
-        try:
-            stats = rows.agg(
-                F.count(F.lit(1)).alias("users"),
-                F.sum(F.size(ANCHORS).cast("double") * F.size(ITEMS)).alias("routed"),
-            ).first()
-            require_interactions(stats["users"], "user within min_items_per_user..max_items_per_user items")
-            num_blocks = item_block_count(train.sparkSession, stats["routed"], ROUTED_ENTRIES_PER_BLOCK)
-            kernel = swing_kernel(
-                self.get("k_neighbours"), float(self.get("alpha")), float(self.get("user_alpha")), float(self.get("user_beta"))
-            )
-            neighbours = materialised(map_item_blocks(route_to_item_blocks(rows, num_blocks), kernel))
-        finally:
-            rows.unpersist()
-        return SwingModel(tables={SwingModel.NEIGHBOUR_TABLE: neighbours}, metadata={"item_blocks": num_blocks})
+        )
 
-
-class SwingModel(ItemToItemModel, _SwingParams):
-    """Swing neighbour table ``item_id, neighbours``; ``recommend`` answers from each query's ``last_item``."""
-
-    def __init__(self, tables=None, metadata=None):
-        super().__init__(tables, metadata)
-        self._setDefault(**SWING_DEFAULTS)
+    def _plan(self, rows: DataFrame) -> tuple[int, Kernel]:
+        stats = rows.agg(
+            F.count(F.lit(1)).alias("users"),
+            F.sum(F.size(ANCHORS).cast("double") * F.size(ITEMS)).alias("routed"),
+        ).first()
+        require_interactions(stats["users"], "user within min_items_per_user..max_items_per_user items")
+        num_blocks = item_block_count(rows.sparkSession, stats["routed"], ROUTED_ENTRIES_PER_BLOCK)
+        kernel = swing_kernel(self.get("k_neighbours"), self.get("alpha"), self.get("user_alpha"), self.get("user_beta"))
+        return num_blocks, kernel
 
 
 # -- Spark side ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Exact top-K by inner product for every query, computed in blocks with numpy in the Python workers.
 
-Used by every embedding model (ALS now, two-tower later). Two execution paths give identical lists:
+Used by every embedding model (ALS and the two-towers). Two execution paths give identical lists:
 
 * **broadcast** (catalog up to ``max_broadcast_bytes`` and half of ``spark.driver.maxResultSize``): the item
   matrix is collected once, broadcast, and each query batch is scored against it in ``mapInArrow``;
@@ -28,9 +28,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_type
 
-from ..columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS, SCORE
+from ..columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS, SCORE, SCORED_ITEMS, empty_recommendations, require_columns
 from ..errors import InvalidParameterError, MalformedDataError
-from ..models.base import SCORED_ITEMS, empty_recommendations, require_columns
 
 DEFAULT_QUERY_BATCH_SIZE = 4096
 DEFAULT_MAX_BROADCAST_BYTES = 2 << 30

@@ -1,4 +1,10 @@
-"""Per-epoch training checkpoints: one file, ``<checkpoint_dir>/checkpoint.pt``, written by rank 0 after
+"""A two-tower model's weights outside torch: as bytes, as a table, as a hash, and as per-epoch checkpoints.
+
+Weights ↔ bytes ↔ a table of binary chunks (``state_table``/``bytes_from_table``), so a model's weights are
+saved like any other table; ``parameter_hash`` tells whether two processes or two runs ended with the same
+parameters, bit for bit.
+
+Per-epoch training checkpoints: one file, ``<checkpoint_dir>/checkpoint.pt``, written by rank 0 after
 every epoch, atomically (a temporary file renamed over the previous one: a reader, or a run killed
 mid-write, never sees half a file), to a local path or any URI pyarrow opens (``s3://``, ``hdfs://``).
 
@@ -12,19 +18,56 @@ on the driver (training starts from the first epoch and overwrites it after that
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from typing import Any
 
 import pyarrow.fs as pafs
 import torch
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 
 from .shards import open_filesystem
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = 2
+CHUNK = "chunk"
+DATA = "data"
+CHUNK_BYTES = 16 << 20
+STATE_SCHEMA = T.StructType([T.StructField(CHUNK, T.IntegerType(), False), T.StructField(DATA, T.BinaryType(), False)])
 
 
+# -- weights ---------------------------------------------------------------------------------------
+def state_to_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def state_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def parameter_hash(module: torch.nn.Module) -> str:
+    """SHA-256 over every tensor of the module's state, in order: equal hashes ⇔ identical parameters."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def state_table(spark: SparkSession, data: bytes) -> DataFrame:
+    chunks = [(i, bytearray(data[start : start + CHUNK_BYTES])) for i, start in enumerate(range(0, len(data), CHUNK_BYTES))]
+    return spark.createDataFrame(chunks, STATE_SCHEMA)
+
+
+def bytes_from_table(table: DataFrame) -> bytes:
+    return b"".join(bytes(row[DATA]) for row in table.orderBy(CHUNK).collect())
+
+
+# -- per-epoch checkpoints -------------------------------------------------------------------------
 def checkpoint_path(directory: str) -> str:
     return f"{directory.rstrip('/')}/{CHECKPOINT_FILE}"
 

@@ -14,19 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...distributed import DEFAULT_FAILURE_TIMEOUT
-from ..base import check, param
-from .estimator import TwoTowerEstimator
+from ...validation import boolean, integer_list, number, one_of
+from ..base import param
+from .estimator import TwoTowerEstimator, TwoTowerParams
 from .losses import BCE, SAMPLED_SOFTMAX
 from .model import TwoTowerModel
-from .network import TwoTowerNetwork
-from .params import is_int, is_number
+from .network import FeatureEmbeddings, TwoTowerNetwork, mlp, register_network
 from .schema import FeatureSchema, encoded_column
-from .towers import FeatureEmbeddings, mlp
 
 LOSSES = (BCE, SAMPLED_SOFTMAX)
 
 
+@register_network("dssm")
 class DSSMNetwork(TwoTowerNetwork):
     def __init__(
         self,
@@ -55,56 +54,42 @@ class DSSMNetwork(TwoTowerNetwork):
         return self._tower("item", self.item_mlp, inputs)
 
 
-class DSSMParams:
-    loss = param("loss", "bce (sampled negatives) or sampled_softmax (in-batch negatives, logQ-corrected)")
-    hidden_dims = param("hidden_dims", "MLP layer sizes of each tower; the last is the vector size")
-    temperature = param("temperature", "score = <u, v> / temperature")
-    normalize = param("normalize", "L2-normalise tower outputs (score = cosine / temperature)")
-    dropout = param("dropout", "dropout between MLP layers")
+class DSSMParams(TwoTowerParams):
+    """DSSM's parameters and defaults (the shared ones included), for ``DSSM`` and ``DSSMModel``.
+
+    The defaults are the best settings found on ml-100k (holdout 3, positives > 2, Recall@20); see
+    ``spark_retrieval/models/two_tower/README.md`` for the search.
+    """
+
+    loss = param(
+        "loss", "bce (sampled negatives) or sampled_softmax (in-batch negatives, logQ-corrected)", one_of(*LOSSES)
+    )
+    hidden_dims = param("hidden_dims", "MLP layer sizes of each tower; the last is the vector size", integer_list(at_least=1))
+    temperature = param("temperature", "score = <u, v> / temperature", number(above=0))
+    normalize = param("normalize", "L2-normalise tower outputs (score = cosine / temperature)", boolean)
+    dropout = param("dropout", "dropout between MLP layers", number(at_least=0, below=1))
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._set_defaults(
+            schema="dssm_movielens",
+            loss=SAMPLED_SOFTMAX,
+            num_negatives=10,
+            epochs=5,
+            hidden_dims=[512, 256, 128],
+            temperature=0.05,
+            normalize=True,
+            dropout=0.0,
+        )
 
 
 class DSSM(TwoTowerEstimator, DSSMParams):
     """DSSM two-tower retrieval model (see the module docstring); ``fit(train)`` → ``DSSMModel``.
 
-    Defaults are the best settings found on ml-100k (holdout 3, positives > 2, Recall@20); see
-    ``spark_retrieval/models/two_tower/README.md`` for the search.
+    ``DSSM(*, item_features=None, user_features=None, **params)``: see ``TwoTowerEstimator``.
     """
 
     family = "dssm"
-
-    def __init__(
-        self,
-        *,
-        loss: str = SAMPLED_SOFTMAX,
-        num_negatives: int = 10,
-        alpha: float = 0.75,
-        hidden_dims: list[int] = (512, 256, 128),
-        temperature: float = 0.05,
-        normalize: bool = True,
-        dropout: float = 0.0,
-        embedding_dim: int | None = None,
-        schema: str = "dssm_movielens",
-        positive_threshold: float = 2.0,
-        epochs: int = 5,
-        batch_size: int = 512,
-        learning_rate: float = 3e-3,
-        weight_decay: float = 0.0,
-        seed: int = 0,
-        backend: str = "horovod",
-        num_proc: int | None = None,
-        nics: list[str] | None = None,
-        start_timeout: int = 600,
-        failure_timeout: int = DEFAULT_FAILURE_TIMEOUT,
-        working_dir: str | None = None,
-        checkpoint_dir: str | None = None,
-        shuffle_buffer: int = 65536,
-        exclude_seen: bool = True,
-        verbose: bool = True,
-        item_features=None,
-        user_features=None,
-    ):
-        super().__init__()
-        self._init_two_tower(locals())
 
     def loss_name(self) -> str:
         return self.get("loss")
@@ -114,17 +99,6 @@ class DSSM(TwoTowerEstimator, DSSMParams):
 
     def objective_options(self) -> dict[str, float]:
         return {"temperature": float(self.get("temperature"))}
-
-    def check_family_params(self, schema: FeatureSchema) -> None:
-        check(self.get("loss") in LOSSES, f"unknown loss {self.get('loss')!r} for DSSM; choose one of {', '.join(LOSSES)}")
-        dims = self.get("hidden_dims")
-        check(
-            isinstance(dims, (list, tuple)) and len(dims) > 0 and all(is_int(d) and d >= 1 for d in dims),
-            f"hidden_dims must be a non-empty list of positive integers, got {dims!r}",
-        )
-        check(is_number(self.get("temperature")) and self.get("temperature") > 0, f"temperature must be > 0, got {self.get('temperature')!r}")
-        check(isinstance(self.get("normalize"), bool), f"normalize must be True or False, got {self.get('normalize')!r}")
-        check(is_number(self.get("dropout")) and 0 <= self.get("dropout") < 1, f"dropout must be in [0, 1), got {self.get('dropout')!r}")
 
 
 class DSSMModel(TwoTowerModel, DSSMParams):

@@ -5,6 +5,12 @@ vocabularies and encoded examples with Spark, write them as parquet under the wo
 train on ``num_proc`` processes through the chosen backend, and wrap the weights and the tables
 retrieval needs into a model. DSSM and SimpleX only add their network, loss and parameters.
 
+Parameters: ``TwoTowerParams`` declares the ones every family shares, with their checks (converters from
+``validation``) and shared defaults; a family's Params mixin (``DSSMParams``, ``SimpleXParams``) adds its
+own and its defaults, and both its estimator and its model inherit it. ``backend="auto"`` (the default)
+trains with Horovod when it is installed and with TorchDistributor otherwise, decided at ``fit`` time;
+``model.metadata["training"]["backend"]`` records the backend that ran.
+
 Checkpoints and failures: with ``checkpoint_dir`` (or ``working_dir``) set, rank 0 checkpoints every
 epoch and a new ``fit`` with the same configuration resumes after the last completed one
 (``checkpoint.py``). When a training process dies, ``fit`` raises one ``TrainingFailedError`` naming the
@@ -21,34 +27,124 @@ import shutil
 import tempfile
 from typing import Any, ClassVar, Iterator
 
+from pyspark.ml.param import Param, Params
 from pyspark.sql import DataFrame
 
 from ...columns import ITEM_ID, TIMESTAMP, USER_ID
-from ...distributed import LOCAL, default_nics, default_num_proc, get_launcher
-from ...errors import EmptyDataError, InvalidParameterError, TrainingFailedError
-from ..base import RetrievalEstimator
+from ...data.context import seen_items
+from ...distributed import default_nics, default_num_proc, get_launcher
+from ...distributed.processes import BACKENDS, DEFAULT_FAILURE_TIMEOUT, HOROVOD, LOCAL, TORCH_DISTRIBUTOR
+from ...errors import EmptyDataError, InvalidParameterError, MissingDependencyError, TrainingFailedError
+from ...validation import boolean, check, integer, number, one_of, text, text_list
+from ..base import RetrievalEstimator, param
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import checkpoint_path, read_checkpoint, resumable_epochs, unusable_because
+from .checkpoint import checkpoint_path, read_checkpoint, resumable_epochs, state_table, unusable_because
 from .losses import SAMPLED_SOFTMAX
 from .model import TwoTowerModel
 from .network import network_spec
-from .params import TwoTowerParams
 from .schema import FeatureSchema, load_schema
-from .state import state_table
 from .training import RankResult, TrainingJob, train_on_rank
-from .training_data import (
-    build_feature_tables,
-    number_of_files,
-    seen_items,
-    training_examples,
-    write_training_files,
-)
+from .training_data import build_feature_tables, number_of_files, training_examples, write_training_files
+
+AUTO = "auto"
+
+
+def resolve_backend(backend: str) -> str:
+    """The backend that trains: ``"auto"`` is Horovod when it loads (with Gloo), else TorchDistributor."""
+    if backend != AUTO:
+        return backend
+    from ...distributed.horovod import require_horovod
+
+    try:
+        require_horovod()
+    except MissingDependencyError:
+        return TORCH_DISTRIBUTOR
+    return HOROVOD
+
+
+class TwoTowerParams(Params):
+    """Parameters every two-tower family shares, with their shared defaults; a family's mixin adds its own."""
+
+    schema = param("schema", "feature schema: the name of a shipped schema or the path of a YAML file", text)
+    embedding_dim = param(
+        "embedding_dim", "one embedding size for every feature (None: the schema's sizes)", integer(at_least=1)
+    )
+    positive_threshold = param("positive_threshold", "train events rated above this are positives", number())
+    num_negatives = param("num_negatives", "sampled negatives per positive (losses bce and ccl)", integer(at_least=1))
+    alpha = param("alpha", "negatives are drawn with probability ∝ train count ** alpha", number(at_least=0))
+    epochs = param("epochs", "passes over the training examples", integer(at_least=1))
+    batch_size = param(
+        "batch_size", "positives per optimizer step, split evenly across the processes", integer(at_least=2)
+    )
+    learning_rate = param("learning_rate", "Adam learning rate", number(above=0))
+    weight_decay = param("weight_decay", "Adam L2 weight decay", number(at_least=0))
+    seed = param("seed", "seed of initialisation, negative sampling and shuffling", integer())
+    backend = param(
+        "backend",
+        "distributed training: auto (horovod when installed, else torch_distributor), horovod, torch_distributor "
+        "or local (one process, the driver)",
+        one_of(AUTO, *BACKENDS),
+    )
+    num_proc = param(
+        "num_proc", "training processes (None: one per core the cluster offers, at most 8)", integer(at_least=1)
+    )
+    nics = param(
+        "nics", "network interfaces for the collectives (None: ['lo'] when the driver is on loopback)", text_list
+    )
+    start_timeout = param("start_timeout", "seconds Horovod waits for all its processes to start", integer(at_least=1))
+    failure_timeout = param(
+        "failure_timeout",
+        "seconds a training process waits in a collective for a peer that stopped answering before the fit fails "
+        "(Gloo timeout; a peer that dies is noticed at once)",
+        integer(at_least=1),
+    )
+    working_dir = param(
+        "working_dir", "where the examples are written (None: a temporary directory, removed after fit)", text
+    )
+    checkpoint_dir = param(
+        "checkpoint_dir",
+        "per-epoch checkpoints; a rerun resumes from them (None: working_dir/checkpoints when working_dir is set)",
+        text,
+    )
+    shuffle_buffer = param(
+        "shuffle_buffer", "rows each process shuffles together while streaming its examples", integer(at_least=1)
+    )
+    exclude_seen = param("exclude_seen", "drop the user's train items from their recommendations", boolean)
+    verbose = param("verbose", "print loss and samples/s per epoch (rank 0, stderr)", boolean)
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._set_defaults(
+            embedding_dim=None,
+            positive_threshold=2.0,
+            alpha=0.75,
+            batch_size=512,
+            learning_rate=3e-3,
+            weight_decay=0.0,
+            seed=0,
+            backend=AUTO,
+            num_proc=None,
+            nics=None,
+            start_timeout=600,
+            failure_timeout=DEFAULT_FAILURE_TIMEOUT,
+            working_dir=None,
+            checkpoint_dir=None,
+            shuffle_buffer=65536,
+            exclude_seen=True,
+            verbose=True,
+        )
+
+    def _set_defaults(self, **defaults: Any) -> None:
+        """``_setDefault`` of the Params this class declares: a model's ``schema`` is its resolved
+        ``FeatureSchema`` (a property), not the Param."""
+        self._setDefault(**{k: v for k, v in defaults.items() if isinstance(getattr(type(self), k, None), Param)})
 
 
 class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
-    """Base of DSSM and SimpleX. Subclasses name their family and model class and add their own params.
+    """Base of DSSM and SimpleX: ``Family(*, item_features=None, user_features=None, **params)``.
 
-    ``item_features`` (``item_id`` + item columns, e.g. ``genres``) and ``user_features`` (``user_id`` +
+    Only the parameters given are set (the others keep the family's defaults). Subclasses name their
+    family and model class and inherit their family's Params mixin. ``item_features`` (``item_id`` + item columns, e.g. ``genres``) and ``user_features`` (``user_id`` +
     user columns, e.g. ``gender, age, occupation``) are optional side tables given at construction;
     the schema's optional features that read a table not given are left out.
     """
@@ -57,20 +153,15 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
     family: ClassVar[str]
     model_class: ClassVar[type[TwoTowerModel]]
 
-    def _init_two_tower(self, arguments: dict[str, Any]) -> None:
-        """Every family's ``__init__`` ends with ``self._init_two_tower(locals())``: its keyword arguments
-        become the Params' defaults, the side tables are kept, and the parameters are checked."""
-        skip = ("self", "__class__", "item_features", "user_features")
-        # Tuples (hidden_dims, nics) become lists: the values a saved model's JSON gives back.
-        params = {k: list(v) if isinstance(v, tuple) else v for k, v in arguments.items() if k not in skip}
-        item_features, user_features = arguments.get("item_features"), arguments.get("user_features")
-        self._init_params(params, {})
+    def __init__(self, *, item_features: DataFrame | None = None, user_features: DataFrame | None = None, **params: Any):
         for name, table in (("item_features", item_features), ("user_features", user_features)):
             if table is not None and not isinstance(table, DataFrame):
-                raise InvalidParameterError(f"{name} must be a Spark DataFrame or None, got {type(table).__name__}")
+                raise InvalidParameterError(
+                    f"{type(self).__name__}: {name} must be a Spark DataFrame or None, got {type(table).__name__}"
+                )
         self.item_features = item_features
         self.user_features = user_features
-        self.validate_params()
+        super().__init__(**params)
 
     # -- what a family defines ---------------------------------------------------------------------
     def loss_name(self) -> str:
@@ -83,11 +174,22 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         raise NotImplementedError
 
     def check_family_params(self, schema: FeatureSchema) -> None:
-        """Raise ``InvalidParameterError`` for family parameters (and schema shapes) the family cannot use."""
+        """Raise ``InvalidParameterError`` for family parameter combinations (and schema shapes) the family cannot use."""
 
     # -- shared ------------------------------------------------------------------------------------
     def validate_params(self) -> None:
-        self.check_shared_params()
+        """The checks across parameters (each one alone is checked by its converter)."""
+        name = type(self).__name__
+        batch_size, shuffle_buffer = self.get("batch_size"), self.get("shuffle_buffer")
+        check(
+            shuffle_buffer >= batch_size,
+            f"{name}: shuffle_buffer ({shuffle_buffer}) must hold at least one batch ({batch_size})",
+        )
+        num_proc = self.get("num_proc")
+        check(
+            self.get("backend") != LOCAL or num_proc in (None, 1),
+            f"{name}: backend='local' runs one process, got num_proc={num_proc!r}",
+        )
         self.check_family_params(self.feature_schema())
 
     def feature_schema(self) -> FeatureSchema:
@@ -107,7 +209,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         spark = train.sparkSession
         schema = self.resolved_schema(train)
         self.check_family_params(schema)
-        backend = self.get("backend")
+        backend = resolve_backend(self.get("backend"))
         num_proc = self.get("num_proc") or (1 if backend == LOCAL else default_num_proc(spark))
         nics = self.get("nics") or default_nics(spark)
         launcher = get_launcher(
@@ -151,6 +253,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
             "history": root.history,
             # Horovod returns every rank's own hash; TorchDistributor only rank 0's gathered list.
             "parameter_hashes": [r.parameter_hash for r in results] if len(results) > 1 else root.parameter_hashes,
+            "environment": {**root.environment, "pyspark": spark.version},
         }
         return self._model(train, tables, spec, root.state, training)
 

@@ -4,29 +4,39 @@ Tables saved with it: ``vocabulary_<name>`` (``value, index``), ``items`` (the c
 item features), ``users`` (raw user side features, when the schema uses any), ``seen_items`` (each
 user's train items, for ``exclude_seen``) and ``state`` (the torch weights as binary chunks).
 ``metadata["network"]`` rebuilds the network; ``metadata["training"]`` records how it was trained.
+
+Tower outputs for a whole DataFrame are computed with ``mapInPandas`` (``embed``): the weights travel as a
+broadcast, the vectors stay distributed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
+import pandas as pd
+import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from ...columns import ITEM_ID, QUERY_ID, USER_ID
-from ..base import RetrievalModel, require_columns
-from .inference import VECTOR, embed
-from .network import TwoTowerNetwork, build_network
-from .params import TwoTowerParams
-from .schema import CONTEXT, FeatureSchema
-from .state import bytes_from_table, state_from_bytes
-from .training_data import SEEN_ITEMS, FeatureTables, encode_user_inputs
+from ...columns import ITEM_ID, QUERY_ID, USER_ID, require_columns
+from ...data.context import SEEN_ITEMS
+from ..base import RetrievalModel
+from .checkpoint import bytes_from_table, state_from_bytes
+from .network import TwoTowerNetwork, build_network, pin_cpu_capability
+from .schema import CONTEXT, FeatureSchema, encoded_column
+from .training_data import FeatureTables, encode_user_inputs
 from .vocabulary import vocabulary_values
 
+VECTOR = "vector"
 EXCLUDE = "_exclude"
 
 
-class TwoTowerModel(RetrievalModel, TwoTowerParams):
+class TwoTowerModel(RetrievalModel):
+    """Base of the family models (``DSSMModel``, ``SimpleXModel``), whose family Params mixin declares the
+    parameters (``exclude_seen`` among them) and their defaults."""
+
     STATE = "state"
     ITEMS = "items"
     USERS = "users"
@@ -35,7 +45,6 @@ class TwoTowerModel(RetrievalModel, TwoTowerParams):
 
     def __init__(self, tables: dict[str, DataFrame] | None = None, metadata: dict[str, Any] | None = None):
         super().__init__(tables=tables, metadata=metadata)
-        self._setDefault(exclude_seen=True, verbose=True)
         self._cache: dict[str, Any] = {}
 
     # -- what the model is ---------------------------------------------------------------------------
@@ -134,3 +143,40 @@ class TwoTowerModel(RetrievalModel, TwoTowerParams):
 def _spark() -> SparkSession:
     return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
 
+
+def embed(frame: DataFrame, spec: dict[str, Any], state: Any, tower: str, keep: list[str]) -> DataFrame:
+    """``keep`` columns plus ``vector`` (``array<float>``): the ``tower`` ("user"/"item") output of each row.
+
+    ``frame`` holds the tower's encoded input columns; ``state`` is a broadcast of the weights' bytes.
+    """
+    schema = FeatureSchema.from_dict(spec["schema"])
+    inputs = [encoded_column(f) for f in schema.tower(tower)]
+    output_schema = T.StructType(
+        [frame.schema[c] for c in keep] + [T.StructField(VECTOR, T.ArrayType(T.FloatType(), False), False)]
+    )
+
+    def compute(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        # One task per core: more intra-op threads would only fight the other tasks.
+        pin_cpu_capability()  # Python workers run only this library's torch code: pinned before its first operation
+        torch.set_num_threads(1)
+        network = build_network(spec)
+        network.load_state_dict(state_from_bytes(state.value))
+        network.eval()
+        forward = network.user_vectors if tower == "user" else network.item_vectors
+        with torch.no_grad():
+            for batch in frames:
+                if batch.empty:
+                    continue
+                vectors = forward({c: torch.from_numpy(column_array(batch[c])) for c in inputs}).numpy()
+                result = batch[keep].copy()
+                result[VECTOR] = list(vectors.astype(np.float32))
+                yield result
+
+    return frame.select(*dict.fromkeys(keep + inputs)).mapInPandas(compute, output_schema)
+
+
+def column_array(column: pd.Series) -> np.ndarray:
+    """An int column → 1-d int64; a column of fixed-width int arrays → 2-d int64."""
+    if column.dtype == object:
+        return np.stack(column.to_numpy()).astype(np.int64)
+    return column.to_numpy().astype(np.int64)

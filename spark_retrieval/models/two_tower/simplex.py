@@ -15,17 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...distributed import DEFAULT_FAILURE_TIMEOUT
-from ..base import check, param
-from .estimator import TwoTowerEstimator
+from ...validation import check, number
+from ..base import param
+from .estimator import TwoTowerEstimator, TwoTowerParams
 from .losses import CCL
 from .model import TwoTowerModel
-from .network import TwoTowerNetwork
-from .params import is_number
+from .network import FeatureEmbeddings, TwoTowerNetwork, register_network
 from .schema import FeatureSchema, encoded_column
-from .towers import FeatureEmbeddings
 
 
+@register_network("simplex")
 class SimpleXNetwork(TwoTowerNetwork):
     cosine = True
 
@@ -59,54 +58,38 @@ class SimpleXNetwork(TwoTowerNetwork):
         return F.normalize(self._summed(self.schema.item, inputs), dim=-1)
 
 
-class SimpleXParams:
-    gate = param("gate", "g: weight of the user embedding against the aggregated history (0..1)")
-    margin = param("margin", "CCL margin: negatives with cosine below it cost nothing")
-    negative_weight = param("negative_weight", "CCL weight w of the negatives' mean hinge")
-    dropout = param("dropout", "dropout on the user vector before normalisation")
+class SimpleXParams(TwoTowerParams):
+    """SimpleX's parameters and defaults (the shared ones included), for ``SimpleX`` and ``SimpleXModel``.
+
+    The defaults are the best settings found on ml-100k (holdout 3, positives > 2, Recall@20); see
+    ``spark_retrieval/models/two_tower/README.md`` for the search.
+    """
+
+    gate = param("gate", "g: weight of the user embedding against the aggregated history (0..1)", number(at_least=0, at_most=1))
+    margin = param("margin", "CCL margin: negatives with cosine below it cost nothing", number(at_least=-1, at_most=1))
+    negative_weight = param("negative_weight", "CCL weight w of the negatives' mean hinge", number(at_least=0))
+    dropout = param("dropout", "dropout on the user vector before normalisation", number(at_least=0, below=1))
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._set_defaults(
+            schema="simplex_movielens",
+            num_negatives=100,
+            epochs=10,
+            gate=0.5,
+            margin=0.9,
+            negative_weight=10.0,
+            dropout=0.1,
+        )
 
 
 class SimpleX(TwoTowerEstimator, SimpleXParams):
     """SimpleX retrieval model (see the module docstring); ``fit(train)`` → ``SimpleXModel``.
 
-    Defaults are the best settings found on ml-100k (holdout 3, positives > 2, Recall@20); see
-    ``spark_retrieval/models/two_tower/README.md`` for the search.
+    ``SimpleX(*, item_features=None, user_features=None, **params)``: see ``TwoTowerEstimator``.
     """
 
     family = "simplex"
-
-    def __init__(
-        self,
-        *,
-        num_negatives: int = 100,
-        alpha: float = 0.75,
-        gate: float = 0.5,
-        margin: float = 0.9,
-        negative_weight: float = 10.0,
-        dropout: float = 0.1,
-        embedding_dim: int | None = None,
-        schema: str = "simplex_movielens",
-        positive_threshold: float = 2.0,
-        epochs: int = 10,
-        batch_size: int = 512,
-        learning_rate: float = 3e-3,
-        weight_decay: float = 0.0,
-        seed: int = 0,
-        backend: str = "horovod",
-        num_proc: int | None = None,
-        nics: list[str] | None = None,
-        start_timeout: int = 600,
-        failure_timeout: int = DEFAULT_FAILURE_TIMEOUT,
-        working_dir: str | None = None,
-        checkpoint_dir: str | None = None,
-        shuffle_buffer: int = 65536,
-        exclude_seen: bool = True,
-        verbose: bool = True,
-        item_features=None,
-        user_features=None,
-    ):
-        super().__init__()
-        self._init_two_tower(locals())
 
     def loss_name(self) -> str:
         return CCL
@@ -118,15 +101,11 @@ class SimpleX(TwoTowerEstimator, SimpleXParams):
         return {"margin": float(self.get("margin")), "negative_weight": float(self.get("negative_weight"))}
 
     def check_family_params(self, schema: FeatureSchema) -> None:
-        check(is_number(self.get("gate")) and 0 <= self.get("gate") <= 1, f"gate must be in [0, 1], got {self.get('gate')!r}")
-        check(is_number(self.get("margin")) and -1 <= self.get("margin") <= 1, f"margin must be in [-1, 1], got {self.get('margin')!r}")
-        check(
-            is_number(self.get("negative_weight")) and self.get("negative_weight") >= 0,
-            f"negative_weight must be >= 0, got {self.get('negative_weight')!r}",
-        )
-        check(is_number(self.get("dropout")) and 0 <= self.get("dropout") < 1, f"dropout must be in [0, 1), got {self.get('dropout')!r}")
         sizes = {f.embedding_dim for f in schema.features}
-        check(len(sizes) == 1, f"SimpleX sums embeddings, so every feature needs the same embedding_dim; schema has {sorted(sizes)}")
+        check(
+            len(sizes) == 1,
+            f"SimpleX sums embeddings, so every feature needs the same embedding_dim; the schema has {sorted(sizes)}",
+        )
 
 
 class SimpleXModel(TwoTowerModel, SimpleXParams):

@@ -10,6 +10,22 @@ example order (``seed, epoch``) and in-window shuffle (``seed, epoch, rank``), a
 generator, seeded once; its per-rank state is saved in every checkpoint and restored on resume). So a
 resumed run continues exactly where the interrupted one stopped.
 
+What else the weights depend on, and how it is taken out of them:
+- **The CPU's instruction set.** torch picks its vectorised kernels by the CPU (AVX-512 where there is one,
+  else AVX2) and their float results differ in the last bits, which training amplifies into other weights
+  (measured: the ``dssm_softmax`` benchmark row on ml-latest-small gave Recall@20 0.1378 with AVX-512
+  kernels and 0.1241 with AVX2 ones, on one machine). Each training process therefore runs torch with
+  ``ATEN_CPU_CAPABILITY=avx2`` (the common x86-64 level) unless that variable is set already, so a fit
+  gives the same weights on AVX2 and AVX-512 CPUs. The ``local`` backend trains in the driver, whose
+  kernels may already be chosen: it is not pinned there (set the variable before the driver's first
+  torch operation to pin it).
+- **Threads.** With more than one intra-op thread, torch's CPU ``index_put_(accumulate=True)`` (the
+  backward of gathering item vectors) adds with atomics in whatever order the threads arrive, so two runs
+  differed; training runs with ``torch.use_deterministic_algorithms(True)``, which sorts those adds, and
+  then gives the same weights on 1 or 2 threads.
+Every rank records what it ran with (``environment``: torch's CPU capability, threads, versions, CPU
+model), kept in the model's metadata and the benchmark's ``results.json``.
+
 Test-only fault injection: ``SPARK_RETRIEVAL_TEST_KILL_AT=rank:epoch:step`` (epoch and step 1-based)
 makes that training process SIGKILL itself just before that optimizer step, after writing the time to
 the file named by ``SPARK_RETRIEVAL_TEST_KILL_MARKER`` when set. Ignored by the ``local`` backend,
@@ -31,13 +47,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ...distributed import DEFAULT_FAILURE_TIMEOUT
-from .checkpoint import checkpoint_record, load_checkpoint, save_checkpoint
-from .network import build_network
-from .layout import LOG_Q, POSITIVE_ITEM
-from .objective import TrainingObjective, item_feature_columns
+from ...distributed.processes import DEFAULT_FAILURE_TIMEOUT
+from .checkpoint import checkpoint_record, load_checkpoint, parameter_hash, save_checkpoint, state_to_bytes
+from .losses import TrainingObjective, item_feature_columns
+from .network import build_network, pin_cpu_capability
 from .shards import open_filesystem, rank_share, shuffled_batches, steps_per_epoch
-from .state import parameter_hash, state_to_bytes
+from .training_data import LOG_Q, POSITIVE_ITEM
 
 THREADS_VARIABLE = "SPARK_RETRIEVAL_TORCH_THREADS"
 # A rank whose collective failed because a peer died waits this long before exiting, so that the launcher,
@@ -81,13 +96,18 @@ class RankResult:
     state: bytes | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     start_epoch: int = 0
+    environment: dict[str, Any] = field(default_factory=dict)
 
 
 def train_on_rank(job: TrainingJob) -> RankResult:
-    from ...distributed import init_collective
+    from ...distributed import LOCAL, init_collective
     from ...distributed.watchdog import Watchdog
 
+    if job.backend != LOCAL:  # a training process of its own: pinned before it runs any torch operation
+        pin_cpu_capability()
     collective = init_collective(job.backend, job.nics, job.failure_timeout)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
     try:
         if collective.size == 1:
             return _train(job, collective, lambda: None)
@@ -105,7 +125,34 @@ def train_on_rank(job: TrainingJob) -> RankResult:
             time.sleep(LOST_PEER_EXIT_DELAY_SECONDS)
         raise
     finally:
+        torch.use_deterministic_algorithms(deterministic)
         collective.close()
+
+
+def training_environment(processes_on_host: int) -> dict[str, Any]:
+    """What a fit's weights depend on besides its data and parameters: compare two fits knowing these."""
+    return {
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "processes_on_host": processes_on_host,
+        "cpu_model": cpu_model(),
+        "versions": {
+            name: getattr(sys.modules.get(name), "__version__", None) for name in ("torch", "numpy", "pyarrow", "horovod")
+        },
+    }
+
+
+def cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as stream:
+            for line in stream:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or None
 
 
 def _train(job: TrainingJob, collective, beat) -> RankResult:
@@ -167,6 +214,7 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
         state=state_to_bytes(network.state_dict()) if is_root else None,
         history=history if is_root else [],
         start_epoch=start_epoch,
+        environment=training_environment(collective.local_size),
     )
 
 

@@ -5,6 +5,12 @@ Positives are the train events rated above the threshold, each with the user's c
 the item; for the sampled-negative losses each also carries ``num_negatives`` sampled items. Every
 feature is encoded to embedding indices with vocabularies built here, then the examples are written as
 parquet for the training processes, together with the (small) item table they look item features up in.
+
+The files' column names are the contract between this writer and the training processes that read them:
+examples hold every user-tower input (encoded, see ``schema.encoded_column``), the positive item's index
+(``POSITIVE_ITEM``) and, for the sampled-negative losses, the negatives' indices (``NEGATIVE_ITEMS``, the
+column ``data/sampling.py`` writes); the item table holds every item-tower input per item index plus
+``LOG_Q``, the log of the item's share of the positives.
 """
 
 from __future__ import annotations
@@ -19,9 +25,8 @@ from pyspark.sql import functions as F
 
 from ...columns import ITEM_ID, LAST_ITEM, RATING, RECENT_ITEMS, TIMESTAMP, USER_ID
 from ...data.context import DEFAULT_HISTORY, EVENT_INDEX, with_sequence_context
-from ...data.sampling import COUNT, sample_negative_items
+from ...data.sampling import COUNT, NEGATIVE_ITEMS, sample_negative_items
 from ...errors import EmptyDataError
-from .layout import LOG_Q, NEGATIVE_ITEMS, POSITIVE_ITEM
 from .schema import (
     CONTEXT,
     INTERACTIONS,
@@ -35,7 +40,8 @@ from .schema import (
 from .shards import list_parquet_files
 from .vocabulary import INDEX, VALUE, ColumnEncoding, build_vocabulary, encode_columns
 
-SEEN_ITEMS = "items"
+POSITIVE_ITEM = "item__item_id"  # encoded_column of the item tower's item_id
+LOG_Q = "log_q"
 EXAMPLE_KEY = "_example_key"
 ROWS_PER_FILE = 100_000
 FILES_PER_PROCESS = 4
@@ -161,11 +167,6 @@ def item_index_counts(train: DataFrame, item_vocabulary: DataFrame) -> DataFrame
     return item_vocabulary.join(counts, item_vocabulary[VALUE] == counts[ITEM_ID]).select(
         F.col(INDEX).cast("long").alias(ITEM_ID), COUNT
     )
-
-
-def seen_items(train: DataFrame) -> DataFrame:
-    """Each user's train items (sorted): what ``exclude_seen`` removes from their recommendations."""
-    return train.groupBy(USER_ID).agg(F.array_sort(F.collect_set(ITEM_ID)).alias(SEEN_ITEMS))
 
 
 def number_of_files(positives: int, num_proc: int) -> int:

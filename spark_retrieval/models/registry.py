@@ -1,0 +1,100 @@
+"""Every model by name: its estimator class and the parameters of its benchmark row.
+
+The benchmark, the jobs and the command line build models only through ``build_estimator(name, …)``, so
+adding a model is one module, one line here and its tests. Classes are named as ``"module:Class"`` and
+imported on first use, so the optional dependencies of the two-tower models (torch, Horovod) stay optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from pyspark.ml.param import Param
+
+from ..errors import InvalidParameterError
+from .als import SEED_PRESET as ALS_SEED_PRESET
+from .base import RetrievalEstimator
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A named model: ``estimator`` is ``"module:Class"``; ``preset`` the parameters its benchmark row sets."""
+
+    name: str
+    estimator: str
+    preset: Mapping[str, Any] = field(default_factory=dict)
+    in_all: bool = True
+    """Part of ``--models all``; presets kept only to reproduce published numbers are asked for by name."""
+
+    def estimator_class(self) -> type[RetrievalEstimator]:
+        module, _, name = self.estimator.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the estimator takes a ``seed`` (a model without one is deterministic)."""
+        return isinstance(getattr(self.estimator_class(), "seed", None), Param)
+
+
+_MODELS = "spark_retrieval.models"
+MODELS: dict[str, RegisteredModel] = {
+    entry.name: entry
+    for entry in (
+        RegisteredModel("global_hot", f"{_MODELS}.global_hot:GlobalHot"),
+        RegisteredModel("item_cf", f"{_MODELS}.item_cf:ItemCF"),
+        RegisteredModel("swing", f"{_MODELS}.swing:Swing"),
+        RegisteredModel("als", f"{_MODELS}.als:ALS"),
+        RegisteredModel(
+            "als_seed_preset",
+            f"{_MODELS}.als:ALS",
+            ALS_SEED_PRESET,
+            in_all=False,
+        ),
+        RegisteredModel(
+            "dssm_bce_neg10",
+            f"{_MODELS}.two_tower.dssm:DSSM",
+            {"loss": "bce", "num_negatives": 10, "verbose": False},
+        ),
+        RegisteredModel(
+            "dssm_bce_neg100",
+            f"{_MODELS}.two_tower.dssm:DSSM",
+            # Ten times the negatives learn more slowly per epoch: two more epochs.
+            {"loss": "bce", "num_negatives": 100, "epochs": 7, "verbose": False},
+        ),
+        RegisteredModel(
+            "dssm_softmax",
+            f"{_MODELS}.two_tower.dssm:DSSM",
+            {"loss": "sampled_softmax", "verbose": False},
+        ),
+        RegisteredModel(
+            "simplex_ccl", f"{_MODELS}.two_tower.simplex:SimpleX", {"verbose": False}
+        ),
+    )
+}
+DEFAULT_MODELS: tuple[str, ...] = tuple(name for name, entry in MODELS.items() if entry.in_all)
+
+
+def resolve_models(spec: str | Sequence[str]) -> list[str]:
+    """``"all"`` or a comma-separated list (or a list) of names → known model names, in the order given."""
+    names = list(DEFAULT_MODELS) if spec in ("all", ["all"]) else spec
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise InvalidParameterError(
+            f"unknown model name(s): {', '.join(unknown) or '(none given)'}; choose from: all, {', '.join(MODELS)}"
+        )
+    return list(names)
+
+
+def build_estimator(name: str, seed: int = 0, params: Mapping[str, Any] | None = None, **side: Any) -> RetrievalEstimator:
+    """The model ``name`` with its row's preset, ``seed`` (when it takes one) and then ``params`` on top.
+
+    ``side`` goes to the constructor as is (the two-tower models' ``item_features`` / ``user_features``).
+    """
+    if name not in MODELS:
+        raise InvalidParameterError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
+    entry = MODELS[name]
+    seeded = {"seed": seed} if entry.seeded else {}
+    return entry.estimator_class()(**{**entry.preset, **seeded, **dict(params or {})}, **side)

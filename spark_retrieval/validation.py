@@ -1,0 +1,107 @@
+"""Value checks shared by every layer: the models' Params, the command lines and the job configs.
+
+A *converter* (``integer(at_least=1)``, ``number(above=0)``, ``one_of("bce", "ccl")``, …) is what a
+``pyspark.ml`` Param takes as its ``typeConverter``: it returns the value in its canonical type or raises
+``InvalidParameterError`` saying what was expected (``must be an integer >= 1, got 0``). ``None`` never
+reaches a converter (pyspark passes it through), so optional parameters only need their docs to say so.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable
+
+from .errors import InvalidParameterError
+
+Converter = Callable[[Any], Any]
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidParameterError(message)
+
+
+def _bounds(at_least=None, at_most=None, above=None, below=None) -> tuple[Callable[[Any], bool], str]:
+    parts, tests = [], []
+    for symbol, bound, test in (
+        (">=", at_least, lambda v, b: v >= b),
+        (">", above, lambda v, b: v > b),
+        ("<=", at_most, lambda v, b: v <= b),
+        ("<", below, lambda v, b: v < b),
+    ):
+        if bound is not None:
+            parts.append(f"{symbol} {bound:g}" if isinstance(bound, float) else f"{symbol} {bound}")
+            tests.append(lambda v, b=bound, t=test: t(v, b))
+    return (lambda value: all(t(value) for t in tests)), " and ".join(parts)
+
+
+def integer(at_least: int | None = None, at_most: int | None = None) -> Converter:
+    """An integer (bools refused; a float holding a whole number is accepted, as YAML and JSON give it)."""
+    within, bounds = _bounds(at_least, at_most)
+    expected = f"an integer {bounds}".strip()
+
+    def convert(value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        check(is_integer(value) and within(value), f"must be {expected}, got {value!r}")
+        return int(value)
+
+    return convert
+
+
+def number(at_least=None, at_most=None, above=None, below=None) -> Converter:
+    """A finite real number, returned as ``float``."""
+    within, bounds = _bounds(at_least, at_most, above, below)
+    expected = f"a number {bounds}".strip()
+
+    def convert(value: Any) -> float:
+        check(is_real(value) and within(value), f"must be {expected}, got {value!r}")
+        return float(value)
+
+    return convert
+
+
+def boolean(value: Any) -> bool:
+    check(isinstance(value, bool), f"must be true or false, got {value!r}")
+    return value
+
+
+def text(value: Any) -> str:
+    check(isinstance(value, str) and value != "", f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def one_of(*choices: str) -> Converter:
+    def convert(value: Any) -> str:
+        check(value in choices, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return convert
+
+
+def integer_list(at_least: int | None = None) -> Converter:
+    """A non-empty list of integers (tuples become lists: what a saved model's JSON gives back)."""
+    element = integer(at_least)
+
+    def convert(value: Any) -> list[int]:
+        check(isinstance(value, (list, tuple)) and len(value) > 0, f"must be a non-empty list of integers, got {value!r}")
+        return [element(v) for v in value]
+
+    return convert
+
+
+def text_list(value: Any) -> list[str]:
+    check(
+        isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) and v for v in value),
+        f"must be a non-empty list of strings, got {value!r}",
+    )
+    return list(value)

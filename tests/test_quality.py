@@ -1,0 +1,59 @@
+"""Every benchmark row learns something on the bundled ml-latest-small: Recall@20 above a floor and above Global Hot.
+
+The floors sit well under what the rows reach (README's table) so that only a broken model fails: one
+that trains to noise lands near Global Hot (0.05) or below. The two-tower rows train for one epoch on one
+process here (the test is about learning at all, not about the best figure), which already clears them.
+"""
+
+import pytest
+
+from spark_retrieval.data import load_movielens, temporal_split
+from spark_retrieval.evaluation import evaluate
+from spark_retrieval.models.registry import DEFAULT_MODELS, MODELS, build_estimator
+
+K = 20
+FLOORS = {
+    "global_hot": 0.04,
+    "item_cf": 0.08,
+    "swing": 0.08,
+    "als": 0.09,
+    "dssm_bce_neg10": 0.06,
+    "dssm_bce_neg100": 0.06,
+    "dssm_softmax": 0.07,
+    "simplex_ccl": 0.07,
+}
+ONE_EPOCH_ONE_PROCESS = {"backend": "local", "epochs": 1}
+
+
+def test_every_row_of_all_has_a_floor():
+    assert set(FLOORS) == set(DEFAULT_MODELS)
+
+
+@pytest.fixture(scope="module")
+def split(spark):
+    ratings = load_movielens(spark, "ml-latest-small").ratings
+    result = temporal_split(ratings, holdout=3, positive_threshold=2.0)
+    return result.train.cache(), result.test.cache()
+
+
+@pytest.fixture(scope="module")
+def recall(split):
+    train, test = split
+    found = {}
+
+    def of(name):
+        if name not in found:
+            params = ONE_EPOCH_ONE_PROCESS if "two_tower" in MODELS[name].estimator else {}
+            model = build_estimator(name, seed=0, params=params).fit(train)
+            found[name] = evaluate(model.recommend(test, K), test, k=K)["recall"]
+        return found[name]
+
+    return of
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [name for name in DEFAULT_MODELS if name != "global_hot"])
+def test_row_beats_its_floor_and_global_hot(name, recall):
+    assert recall("global_hot") >= FLOORS["global_hot"]
+    assert recall(name) >= FLOORS[name], f"{name}: Recall@{K} {recall(name):.4f} under its floor {FLOORS[name]}"
+    assert recall(name) > recall("global_hot") + 0.01
