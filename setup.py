@@ -27,6 +27,7 @@ setup(
         "boto3>=1.34,<2",
         "pyyaml>=6,<7",
         "matplotlib>=3.8,<4",
+        "optuna>=5,<6",
     ],
     extras_require={
         "dev": ["pytest>=8,<10", "moto[server]>=5,<6", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8", "psutil>=5.9,<8"],

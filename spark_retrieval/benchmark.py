@@ -6,20 +6,30 @@ The library entry point is ``run_benchmark``; ``spark-retrieval benchmark`` is a
 from __future__ import annotations
 
 import datetime
+import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
-from .columns import ITEM_ID
+from .columns import ITEM_ID, USER_ID
 from .data.split import temporal_split
 from .errors import InvalidParameterError
-from .evaluation import evaluate
+from .evaluation import METRICS, catalog_coverage, mean_metrics, per_query_metrics
 from .models.registry import build_estimator, resolve_models
 from .progress import SILENT, Progress
 from .report import markdown_table, write_report
+from .significance import (
+    CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    HEADLINE_METRIC,
+    bootstrap_intervals,
+    check_resamples,
+    paired_differences,
+)
 
 
 @dataclass
@@ -34,7 +44,7 @@ class BenchmarkResult:
         return {"dataset": self.dataset, "k": self.k, "split": self.split, "results": self.results, **self.settings}
 
     def to_markdown(self) -> str:
-        return markdown_table(self.results, self.k)
+        return markdown_table(self.results, self.k, self.settings.get("bootstrap"))
 
     def write(self, output_dir: str) -> None:
         """Write ``results.json``, ``results.md`` and ``results.png`` (each whole or not at all) to a folder or an
@@ -52,11 +62,27 @@ def run_benchmark(
     positive_threshold: float = 2.0,
     seed: int = 0,
     progress: Progress = SILENT,
+    bootstrap: int = DEFAULT_RESAMPLES,
+    seeds: Sequence[int] | str | None = None,
+    tuned: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> BenchmarkResult:
-    """Split ``ratings`` once, then fit, recommend and evaluate each model on the same split."""
+    """Split ``ratings`` once, then fit, recommend and evaluate each model on the same split.
+
+    ``tuned``: per model, ``{"params": …, "score": …}`` chosen on validation (``tuning.read_tuned``): those
+    models are fitted with these parameters on the whole train and their rows say ``params_source: tuned``
+    and the ``validation_score``; the others keep their defaults (``params_source: defaults``).
+
+    ``bootstrap``: resamples of the 95 % intervals over queries (0: none), drawn with ``seed``; each row then
+    also gets a paired comparison against the best row by ``significance.HEADLINE_METRIC`` (recall).
+    ``seeds``: the seeds a stochastic row is fitted with (default: ``[seed]``); its plain metrics, its
+    intervals and its paired comparison are those of the first seed's fit, ``seed_mean`` / ``seed_std`` the
+    spread across all of them. A deterministic row (see ``is_stochastic``) is fitted once, with ``seeds[0]``.
+    """
     if not isinstance(k, int) or k < 1:
         raise InvalidParameterError(f"k must be a positive integer, got {k!r}")
     models = resolve_models(models)
+    seeds = parse_seeds(seeds) if seeds is not None else [seed]
+    bootstrap = check_resamples(bootstrap)
     split = temporal_split(ratings, holdout=holdout, positive_threshold=positive_threshold)
     train = split.train.persist(StorageLevel.MEMORY_AND_DISK)
     test = split.test.persist(StorageLevel.MEMORY_AND_DISK)
@@ -66,41 +92,151 @@ def run_benchmark(
     split.require_queries(counts, dataset)  # before any model is fitted
     catalog = train.select(ITEM_ID).distinct().persist(StorageLevel.MEMORY_AND_DISK)
 
+    settings: dict[str, Any] = {
+        "holdout": holdout,
+        "positive_threshold": positive_threshold,
+        "seed": seed,
+        "seeds": list(seeds),
+    }
+    if bootstrap:
+        settings["bootstrap"] = {
+            "resamples": bootstrap,
+            "seed": seed,
+            "confidence": CONFIDENCE,
+            "method": "Poisson bootstrap over queries, percentile interval",
+            "compared_by": HEADLINE_METRIC,
+        }
     result = BenchmarkResult(
         dataset=dataset,
         k=k,
         split=counts,
         settings={
-            "holdout": holdout,
-            "positive_threshold": positive_threshold,
-            "seed": seed,
+            **settings,
             "spark": {"version": spark.version, "master": spark.sparkContext.master},
             "environment": run_environment(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     )
-    for name in models:
-        estimator = build_estimator(name, seed)
-        progress(f"fitting {name}")
-        started = time.perf_counter()
-        model = estimator.fit(train)
-        model.materialize()
-        fit_seconds = time.perf_counter() - started
-        progress(f"recommending and evaluating {name} (fit {fit_seconds:.1f}s)")
-        started = time.perf_counter()
-        metrics = evaluate(model.recommend(test, k), test, k=k, catalog=catalog)
-        recommend_seconds = time.perf_counter() - started
-        model.unpersist()
-        row = {"model": name, **metrics, "fit_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
-        row["params"] = estimator.params_dict()
-        if "training" in model.metadata:  # how a trained model was trained: what its numbers depend on
-            training = model.metadata["training"]
-            row["training"] = {key: training.get(key) for key in ("backend", "num_proc", "parameter_hashes", "environment")}
-        result.results.append(row)
-        progress(f"{name}: recall@{k} {metrics['recall']:.4f}, ndcg@{k} {metrics['ndcg']:.4f}")
-    for frame in (train, test, catalog):
-        frame.unpersist()
+    per_query_of: dict[str, DataFrame] = {}  # each row's per-query metrics, kept for the paired comparisons
+    try:
+        for name in models:
+            chosen = (tuned or {}).get(name)
+            params = chosen["params"] if chosen else None
+            stochastic = is_stochastic(build_estimator(name, seeds[0], params), train)
+            runs = []
+            for index, run_seed in enumerate(seeds if stochastic else seeds[:1]):
+                first = index == 0
+                estimator = build_estimator(name, run_seed, params)
+                progress(f"fitting {name}" + (f" (seed {run_seed})" if stochastic and len(seeds) > 1 else ""))
+                started = time.perf_counter()
+                model = estimator.fit(train)
+                model.materialize()
+                fit_seconds = time.perf_counter() - started
+                progress(f"recommending and evaluating {name} (fit {fit_seconds:.1f}s)")
+                started = time.perf_counter()
+                recommendations = model.recommend(test, k)
+                per_query = per_query_metrics(recommendations, test, k)
+                if first and bootstrap:
+                    per_query = per_query.persist(StorageLevel.MEMORY_AND_DISK)
+                    per_query_of[name] = per_query
+                metrics = mean_metrics(per_query)  # also fills the persisted per-query rows, before unpersist
+                metrics["coverage"] = catalog_coverage(recommendations, catalog, k)
+                intervals = None
+                if first and bootstrap:
+                    intervals = bootstrap_intervals(per_query, resamples=bootstrap, seed=seed)
+                recommend_seconds = time.perf_counter() - started
+                model.unpersist()
+                runs.append({"seed": run_seed, **metrics})
+                if first:
+                    row = {"model": name, **metrics, "fit_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
+                    if intervals is not None:
+                        row["ci"] = {key: {"ci_low": v["ci_low"], "ci_high": v["ci_high"]} for key, v in intervals.items()}
+                    row["params"] = estimator.params_dict()
+                    row["params_source"] = "tuned" if chosen else "defaults"
+                    if chosen:
+                        row["validation_score"] = chosen["score"]
+                    if "training" in model.metadata:  # how a trained model was trained: what its numbers depend on
+                        training = model.metadata["training"]
+                        row["training"] = {
+                            key: training.get(key) for key in ("backend", "num_proc", "parameter_hashes", "environment")
+                        }
+                progress(f"{name}: recall@{k} {metrics['recall']:.4f}, ndcg@{k} {metrics['ndcg']:.4f}")
+            row.update(seed_summary(runs, stochastic))
+            result.results.append(row)
+        if bootstrap:
+            compare_with_best(result.results, per_query_of, bootstrap, seed, progress)
+    finally:
+        for frame in (train, test, catalog, *per_query_of.values()):
+            frame.unpersist()
     return result
+
+
+SEEDED_METRICS = (*METRICS, "coverage")
+# Estimator class → the parameter whose cap turns its seeded sample on, the column a cap applies per, the column
+# it counts. With the cap off, or no group over it in the training data, the seed changes nothing.
+SAMPLING_CAPS = {
+    "ItemCF": ("max_items_per_user", USER_ID, ITEM_ID),
+    "Swing": ("max_users_per_item", ITEM_ID, USER_ID),
+}
+
+
+def is_stochastic(estimator, train: DataFrame) -> bool:
+    """Whether the seed can change the fit: the estimator takes a seed and, for Item CF and Swing, their
+    seeded sample is active (the cap is set and some user / item in ``train`` exceeds it)."""
+    if not estimator.hasParam("seed"):
+        return False
+    cap = SAMPLING_CAPS.get(type(estimator).__name__)
+    if cap is None:
+        return True
+    param, group, counted = cap
+    limit = estimator.get(param)
+    if limit is None:
+        return False
+    largest = train.groupBy(group).agg(F.countDistinct(counted).alias("_n")).agg(F.max("_n")).first()[0]
+    return largest is not None and largest > limit
+
+
+def seed_summary(runs: list[dict[str, Any]], stochastic: bool) -> dict[str, Any]:
+    """``seeds``: "deterministic" or the seeds fitted; with two seeds or more, ``seed_mean`` and ``seed_std``
+    (sample standard deviation, n - 1) per metric and ``seed_runs`` (each seed's metrics)."""
+    if not stochastic:
+        return {"seeds": "deterministic"}
+    summary: dict[str, Any] = {"seeds": [run["seed"] for run in runs]}
+    if len(runs) > 1:
+        summary["seed_mean"] = {key: statistics.fmean(run[key] for run in runs) for key in SEEDED_METRICS}
+        summary["seed_std"] = {key: statistics.stdev(run[key] for run in runs) for key in SEEDED_METRICS}
+        summary["seed_runs"] = runs
+    return summary
+
+
+def compare_with_best(
+    rows: list[dict[str, Any]], per_query_of: dict[str, DataFrame], resamples: int, seed: int, progress: Progress
+) -> None:
+    """Add ``vs_best`` to every row: the paired bootstrap difference, row minus the best row by
+    ``HEADLINE_METRIC`` (the first such row on a tie), per metric, on the same queries."""
+    best = max(rows, key=lambda row: row[HEADLINE_METRIC])  # max keeps the first of equal rows
+    for row in rows:
+        if row is best:
+            row["vs_best"] = {"baseline": best["model"], "best": True}
+            continue
+        progress(f"paired bootstrap: {row['model']} against {best['model']}")
+        differences = paired_differences(
+            per_query_of[row["model"]], per_query_of[best["model"]], resamples=resamples, seed=seed
+        )
+        row["vs_best"] = {"baseline": best["model"], "best": False, **differences}
+
+
+def parse_seeds(seeds: Sequence[int] | str) -> list[int]:
+    """``"0,1,2"`` or ``[0, 1, 2]`` → distinct integer seeds, in the order given."""
+    if isinstance(seeds, str):
+        try:
+            seeds = [int(part) for part in seeds.split(",") if part.strip()]
+        except ValueError:
+            raise InvalidParameterError(f"seeds must be a comma list of integers, got {seeds!r}") from None
+    seeds = list(seeds)
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise InvalidParameterError(f"seeds must be one or more distinct integers, got {seeds!r}")
+    return seeds
 
 
 ENVIRONMENT_VARIABLES = ("ATEN_CPU_CAPABILITY", "SPARK_RETRIEVAL_TORCH_THREADS", "OMP_NUM_THREADS", "MKL_CBWR")
@@ -145,10 +281,13 @@ def benchmark_movielens(
     seed: int,
     output: str | None,
     progress: Progress = SILENT,
+    bootstrap: int = DEFAULT_RESAMPLES,
+    seeds: Sequence[int] | str | None = None,
+    tuned: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> BenchmarkResult:
     """Load a MovieLens release (``path``: its folder; None for the bundled one), run the benchmark on it,
     print the table on stdout and write the report to ``output`` when one is given: the CLI's and the
-    benchmark job's whole work."""
+    benchmark job's whole work. ``bootstrap``, ``seeds``, ``tuned``: see ``run_benchmark``."""
     from .data.movielens import load_movielens
 
     progress(f"loading {dataset}" + (f" from {path}" if path else ""))
@@ -163,6 +302,9 @@ def benchmark_movielens(
         positive_threshold=positive_threshold,
         seed=seed,
         progress=progress,
+        bootstrap=bootstrap,
+        seeds=seeds,
+        tuned=tuned,
     )
     print(result.to_markdown(), flush=True)
     if output:

@@ -7,7 +7,8 @@ import os
 import sys
 from typing import Sequence
 
-from .command import EXIT_CODES_HELP, UserErrorParser, check_output, exit_code_of, finite_float, positive_int
+from .command import EXIT_CODES_HELP, UserErrorParser, exit_code_of, finite_float, positive_int
+from .destinations import Destination, check_before_spark, check_with_spark
 from .errors import DataNotFoundError, InvalidParameterError
 from .session import check_master
 
@@ -30,28 +31,55 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("--dataset", default="ml-latest-small", help=f"one of {', '.join(DATASETS)}")
-    bench.add_argument("--data-dir", help="folder or URI holding the dataset's native files (bundled data needs none)")
-    bench.add_argument("--models", default="all", help=f"'all' or a comma list of: {', '.join(MODELS)}")
-    bench.add_argument("--k", type=positive_int, default=20, help="list length for every metric (default 20)")
-    bench.add_argument("--holdout", type=positive_int, default=3, help="events held out per user (default 3)")
-    bench.add_argument("--positive-threshold", type=finite_float, default=2.0, help="held-out events rated above this are queries")
-    bench.add_argument("--master", help="Spark master URL when no session is active (default local[*])")
-    bench.add_argument("--output", help="folder or s3:// prefix for results.md, results.json and results.png")
-    bench.add_argument("--seed", type=int, default=0, help="seed for every random choice")
-    bench.add_argument("--spark-progress", action="store_true", help="show Spark's console progress bar")
-    bench.add_argument("--quiet", action="store_true", help="no stage lines on stderr")
+    add_run_arguments(bench, DATASETS, MODELS, "folder or s3:// prefix for results.md, results.json and results.png")
+    bench.add_argument(
+        "--params",
+        help="tuned.json written by 'spark-retrieval tune': the models it names are fitted with their tuned parameters",
+    )
+    bench.add_argument(
+        "--seeds",
+        help="comma list of seeds: stochastic rows are fitted once per seed and show the mean and spread across "
+        "them (default: --seed only; deterministic rows are fitted once)",
+    )
+    bench.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="resamples of the 95%% intervals over queries and the paired comparisons with the best row "
+        "(default 1000, 0: none)",
+    )
+
+    tune = commands.add_parser(
+        "tune",
+        help="tune models on a validation split carved from train (the test set is never read); write tuned.json",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(tune, DATASETS, MODELS, "local folder for tuned.json, tuning.png and the Optuna study (study.db)")
+    tune.add_argument("--trials", type=int, default=20, help="trials per model, the same for every model (default 20)")
+    tune.add_argument("--metric", default="ndcg", help="ndcg or recall @k on the validation queries (default ndcg)")
     return parser
 
 
-def run_benchmark_command(args: argparse.Namespace) -> int:
-    from .benchmark import benchmark_movielens
-    from .data.movielens import DATASETS
-    from .models.registry import resolve_models
-    from .progress import Progress
-    from .session import get_spark
+def add_run_arguments(parser: argparse.ArgumentParser, datasets, models, output_help: str) -> None:
+    """The options every command that loads a dataset and runs models shares."""
+    parser.add_argument("--dataset", default="ml-latest-small", help=f"one of {', '.join(datasets)}")
+    parser.add_argument("--data-dir", help="folder or URI holding the dataset's native files (bundled data needs none)")
+    parser.add_argument("--models", default="all", help=f"'all' or a comma list of: {', '.join(models)}")
+    parser.add_argument("--k", type=positive_int, default=20, help="list length for every metric (default 20)")
+    parser.add_argument("--holdout", type=positive_int, default=3, help="events held out per user (default 3)")
+    parser.add_argument("--positive-threshold", type=finite_float, default=2.0, help="held-out events rated above this are queries")
+    parser.add_argument("--master", help="Spark master URL when no session is active (default local[*])")
+    parser.add_argument("--output", help=output_help)
+    parser.add_argument("--seed", type=int, default=0, help="seed for every random choice")
+    parser.add_argument("--spark-progress", action="store_true", help="show Spark's console progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no stage lines on stderr")
 
-    models = resolve_models(args.models)  # checked before Spark starts
+
+def check_run_arguments(args: argparse.Namespace) -> list[Destination]:
+    """Every check of a run's common options that needs no Spark; returns its destinations, checked."""
+    from .data.movielens import DATASETS
+
     if args.dataset not in DATASETS:
         raise InvalidParameterError(f"unknown dataset {args.dataset!r}; choose from: {', '.join(DATASETS)}")
     if args.data_dir and "://" not in args.data_dir:
@@ -61,11 +89,35 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
             raise DataNotFoundError(f"--data-dir {args.data_dir} is a file; pass the folder holding the dataset's files")
     if args.master:
         check_master(args.master)
-    if args.output:
-        check_output(args.output)
+    destinations = [Destination(args.output, "--output")] if args.output else []
+    check_before_spark(destinations)  # local folders and S3 prefixes: before Spark starts
+    return destinations
+
+
+def start_run(args: argparse.Namespace, destinations: list[Destination]):
+    """The Spark session (its other destinations checked before any data is read) and the stage-line printer."""
+    from .progress import Progress
+    from .session import get_spark
+
     progress = Progress(enabled=not args.quiet)
     progress(f"starting Spark ({args.master or 'active session or local[*]'})")
     spark = get_spark(master=args.master, conf={"spark.ui.showConsoleProgress": str(args.spark_progress).lower()})
+    check_with_spark(spark, destinations)  # other URIs: their Hadoop filesystem, before any data is read
+    return spark, progress
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    from .benchmark import benchmark_movielens, parse_seeds
+    from .models.registry import resolve_models
+    from .significance import check_resamples
+    from .tuning import read_tuned
+
+    models = resolve_models(args.models)  # checked before Spark starts
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    check_resamples(args.bootstrap)
+    tuned = read_tuned(args.params, models) if args.params else None
+    destinations = check_run_arguments(args)
+    spark, progress = start_run(args, destinations)
     benchmark_movielens(
         spark,
         args.dataset,
@@ -75,13 +127,50 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         positive_threshold=args.positive_threshold,
         seed=args.seed,
+        bootstrap=args.bootstrap,
+        seeds=seeds,
+        tuned=tuned,
         output=args.output,
         progress=progress,
     )
     return 0
 
 
-COMMANDS = {"benchmark": run_benchmark_command}
+def run_tune_command(args: argparse.Namespace) -> int:
+    from .data.movielens import load_movielens
+    from .data.split import temporal_split
+    from .destinations import is_local
+    from .tuning import check_tuning_arguments, tune, write_tuning
+
+    check_tuning_arguments(args.models, args.trials, args.metric, args.k, args.holdout, args.seed)
+    if not args.output:
+        raise InvalidParameterError("--output is required: the folder for tuned.json, tuning.png and the study")
+    if not is_local(args.output):
+        raise InvalidParameterError(f"--output {args.output}: the Optuna study is SQLite, which needs a local folder")
+    destinations = check_run_arguments(args)
+    spark, progress = start_run(args, destinations)
+    progress(f"loading {args.dataset}" + (f" from {args.data_dir}" if args.data_dir else ""))
+    ratings = load_movielens(spark, args.dataset, args.data_dir).ratings
+    split = temporal_split(ratings, holdout=args.holdout, positive_threshold=args.positive_threshold)
+    # Only train goes to the tuner: the test set is never read while tuning.
+    result = tune(
+        split.train,
+        args.models,
+        trials=args.trials,
+        metric=args.metric,
+        k=args.k,
+        holdout=args.holdout,
+        positive_threshold=args.positive_threshold,
+        seed=args.seed,
+        storage_dir=args.output,
+        progress=progress,
+    )
+    write_tuning(result, args.output)
+    progress(f"wrote {args.output}/tuned.json and tuning.png")
+    return 0
+
+
+COMMANDS = {"benchmark": run_benchmark_command, "tune": run_tune_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

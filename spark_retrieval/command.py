@@ -4,24 +4,27 @@ error → exit code mapping, argument types and the checks of output destination
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable
 
-from .errors import InvalidParameterError, TrainingFailedError, UserError
+from .errors import InvalidParameterError, OutputWriteError, TrainingFailedError, UserError
 from .validation import integer, number
 
 EXIT_USER_ERROR = 2
 EXIT_TRAINING_FAILED = 3
+EXIT_OUTPUT_FAILED = 4
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """exit codes:
   0    success
   1    unexpected error: a bug, printed with its traceback (please report it)
   2    bad input: arguments, config, data, paths or a saved model; one line on stderr
-       ("error: ..." naming the file, line or key), and nothing written to the output
+       ("error: ..." naming the file, line or key), and nothing written to the output; every output
+       destination is checked before any work, so a bad one fails in seconds
   3    distributed training failed (a training process was killed or crashed); one line on stderr naming
        the rank, the epoch and the checkpoint that running the same command again resumes from
+  4    the work is done but its output could not be written (disk full, credentials expired, ...); one
+       line on stderr naming the destination, the reason and the local folder that holds the results
   130  interrupted (Ctrl-C)
 every case, with its message, is listed in docs/reliability.md"""
 
@@ -46,34 +49,24 @@ class UserErrorParser(argparse.ArgumentParser):
 
 
 def check_output(output: str, what: str = "--output") -> None:
-    """Fail before Spark starts when ``output`` cannot be written: an ``s3://`` output must name a bucket we
-    can reach; a local one must be (or be creatable as) a folder we may write."""
-    from . import s3
+    """Fail before Spark starts when ``output`` (a folder or prefix for small files) cannot be written: see
+    ``destinations.check_before_spark``; URIs other than local and S3 are checked once Spark runs."""
+    from .destinations import Destination, check_before_spark
 
-    if s3.is_s3_uri(output):
-        s3.require_bucket(output)
-    check_local_output(output, what)
+    check_before_spark([Destination(output, what)])
 
 
 def check_local_output(output: str, what: str = "--output") -> None:
     """A local ``output`` must be a folder, or be creatable under the nearest existing folder, writable by us."""
-    if "://" in output and not output.startswith("file://"):
-        return  # other filesystems are checked by Spark when it writes
-    path = os.path.abspath(output.removeprefix("file://"))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise InvalidParameterError(f"{what} {output} is a file, not a folder")
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise InvalidParameterError(f"{what} {output} cannot be created: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InvalidParameterError(f"{what} {output} is not writable: permission denied on {existing}")
+    from .destinations import check_local, is_local
+
+    if is_local(output):
+        check_local(output, what)
 
 
 def exit_code_of(run: Callable[[], int]) -> int:
     """Run a command: its exit code, or one line on stderr and exit code 2 for a ``UserError``, 3 for a
-    ``TrainingFailedError``."""
+    ``TrainingFailedError``, 4 for an ``OutputWriteError``."""
     try:
         return run()
     except UserError as error:
@@ -82,6 +75,9 @@ def exit_code_of(run: Callable[[], int]) -> int:
     except TrainingFailedError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
+    except OutputWriteError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -6,7 +6,12 @@ file and the dotted key.
 
     data:   {dataset: ml-1m, path: "${DATA_DIR}", holdout: 3, positive_threshold: 2.0}
     model:  {name: item_cf, params: {k_neighbours: 100}}   # params go to the estimator as is
-    models: all                                            # the benchmark job's rows
+    models: all                                            # the benchmark and tune jobs' rows
+    params: null                                           # the benchmark job: a tuned.json (tune job's output)
+    bootstrap: 1000                                        # the benchmark job: resamples of the 95 % intervals (0: none)
+    seeds: null                                            # the benchmark job: "0,1,2" fits stochastic rows once per seed
+    trials: 20                                             # the tune job: trials per model
+    metric: ndcg                                           # the tune job: ndcg or recall @k on validation
     k: 20
     seed: 0
     output: "${OUTPUT:-results/ml-1m}"
@@ -53,6 +58,11 @@ class JobConfig:
     output: str
     model: typing.Optional[ModelConfig] = None
     models: str = "all"
+    params: typing.Optional[str] = None
+    bootstrap: int = 1000
+    seeds: typing.Optional[str] = None
+    trials: int = 20
+    metric: str = "ndcg"
     k: int = 20
     seed: int = 0
     master: typing.Optional[str] = None

@@ -1,4 +1,5 @@
-"""User-facing errors. The CLI turns every ``UserError`` into one line on stderr and exit code 2."""
+"""User-facing errors. The CLI turns every ``UserError`` into one line on stderr and exit code 2, a
+``TrainingFailedError`` into exit code 3 and an ``OutputWriteError`` into exit code 4."""
 
 
 class UserError(Exception):
@@ -54,3 +55,20 @@ class TrainingFailedError(RuntimeError):
         self.exit_code = exit_code
         self.epoch = epoch
         self.checkpoint = checkpoint
+
+
+class OutputWriteError(RuntimeError):
+    """The work is done but its output could not be written (a disk filled, credentials expired, a bucket
+    policy changed during the run): the message names the destination and the reason, in one line.
+
+    Not a ``UserError``: the destinations were checked before the work (exit 2 when one fails there).
+    ``destination`` is what could not be written; ``fallback`` the local folder that holds the results
+    instead (None when nothing could be kept there, e.g. a model that lives in Spark on a cluster).
+    """
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, destination: str | None = None, fallback: str | None = None):
+        super().__init__(message)
+        self.destination = destination
+        self.fallback = fallback

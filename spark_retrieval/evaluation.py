@@ -78,7 +78,14 @@ def evaluate(
     ``catalog``: optional DataFrame with an ``item_id`` column; adds ``coverage`` = distinct items
     recommended in the top k / catalog size.
     """
-    per_query = per_query_metrics(recommendations, test, k)
+    result = mean_metrics(per_query_metrics(recommendations, test, k))
+    if catalog is not None:
+        result["coverage"] = catalog_coverage(recommendations, catalog, k)
+    return result
+
+
+def mean_metrics(per_query: DataFrame) -> dict[str, float]:
+    """Each metric's mean over the rows of ``per_query_metrics``, plus ``queries`` (one aggregated row)."""
     # Sums in decimal are exact, so the means do not depend on the order partial sums arrive in: the same
     # recommendations give the same bytes on any cluster and partitioning.
     row = per_query.agg(
@@ -88,8 +95,6 @@ def evaluate(
         raise EmptyDataError("the test set holds no queries: nothing to evaluate")
     result = {name: float(row[name] / row["queries"]) for name in METRICS}
     result["queries"] = int(row["queries"])
-    if catalog is not None:
-        result["coverage"] = catalog_coverage(recommendations, catalog, k)
     return result
 
 

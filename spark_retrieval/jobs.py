@@ -5,7 +5,8 @@ Layout under the config's ``output`` (a local path or any URI Spark writes)::
     split/train, split/test        parquet, written by prepare
     models/<model.name>/           RetrievalModel.save (tables + metadata.json), written by train
     metrics/<model.name>.json      written by evaluate
-    benchmark/results.{md,json,png} written by benchmark
+    tuning/tuned.json, tuning.png, study.db   written by tune (from split/train only: the test set is never read)
+    benchmark/results.{md,json,png} written by benchmark (with ``params: <tuned.json>``, the tuned settings)
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Callable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
-from .command import EXIT_CODES_HELP, UserErrorParser, check_local_output, check_output, exit_code_of
+from .command import EXIT_CODES_HELP, UserErrorParser, exit_code_of
 from .config import ConfigError, JobConfig, load_config
-from .errors import UserError
+from .destinations import ARROW, FILES, TABLES, Destination, check_before_spark, check_with_spark, is_local
+from .errors import OutputWriteError, UserError
 from .models.base import RetrievalEstimator
 from .models.registry import MODELS, build_estimator as build_registered, resolve_models
 from .progress import Progress
@@ -50,7 +52,7 @@ def build_estimator(config: JobConfig) -> RetrievalEstimator:
 
 
 def validate(config: JobConfig, job: str) -> None:
-    """Every check that needs no Spark, so a bad config fails in milliseconds."""
+    """Every check of the config itself (no I/O), so a bad config fails in milliseconds."""
     from .data.movielens import DATASETS
 
     if config.data.dataset not in DATASETS:
@@ -62,15 +64,65 @@ def validate(config: JobConfig, job: str) -> None:
         raise ConfigError(f"{config.source}: data.positive_threshold: expected a finite number, got {config.data.positive_threshold}")
     if config.master is not None:
         check_master(config.master, f"{config.source}: master:")
-    check_local_output(config.output, f"{config.source}: output:")
     if job in ("train", "evaluate"):
         build_estimator(config)
-    if job == "benchmark":
+    if job in ("benchmark", "tune"):
         try:
             resolve_models(config.models)
         except UserError as error:
             raise ConfigError(f"{config.source}: models: {error}") from None
-        check_output(config.path("benchmark"), f"{config.source}: output:")
+    if job == "benchmark":
+        from .benchmark import parse_seeds
+        from .significance import check_resamples
+
+        for key, check in (("bootstrap", check_resamples), ("seeds", parse_seeds)):
+            value = getattr(config, key)
+            try:
+                if value is not None:
+                    check(value)
+            except UserError as error:
+                raise ConfigError(f"{config.source}: {key}: {error}") from None
+    if job == "tune":
+        from .tuning import check_tuning_arguments
+
+        if not is_local(config.output):
+            raise ConfigError(f"{config.source}: output: the tune job keeps its Optuna study in SQLite, which needs a "
+                              f"local folder (or a shared mount), got {config.output}")
+        try:
+            check_tuning_arguments(config.models, config.trials, config.metric, config.k, config.data.holdout, config.seed)
+        except UserError as error:
+            raise ConfigError(f"{config.source}: {error}") from None
+
+
+def check_destinations(config: JobConfig, job: str) -> list[Destination]:
+    """Check every destination of ``job`` that needs no Spark (local folders, S3 prefixes: seconds at most);
+    returns them all, for ``check_with_spark`` to check the other URIs once Spark runs."""
+    estimator = build_estimator(config) if job == "train" else None
+    destinations = job_destinations(config, job, estimator)
+    check_before_spark(destinations)
+    return destinations
+
+
+def job_destinations(config: JobConfig, job: str, estimator: RetrievalEstimator | None = None) -> list[Destination]:
+    """Everything ``job`` writes, each with how it is written (see ``destinations``)."""
+    what = f"{config.source}: output:"
+    written = {
+        "prepare": [(config.path("split"), TABLES)],
+        "train": [(model_path(config), TABLES)] if config.model is not None else [],
+        "evaluate": [(config.path("metrics"), FILES)],
+        "benchmark": [(config.path("benchmark"), FILES)],
+        "tune": [(config.path("tuning"), FILES)],
+    }.get(job, [])
+    found = []
+    if written and is_local(config.output):  # "output is a file" names the output itself
+        found.append(Destination(config.output, what, written[0][1]))
+    found += [Destination(path, what, kind) for path, kind in written]
+    if job == "train" and estimator is not None:
+        for param, kind in (("checkpoint_dir", ARROW), ("working_dir", TABLES)):
+            value = estimator.getOrDefault(param) if estimator.hasParam(param) else None
+            if value:
+                found.append(Destination(str(value), f"{config.source}: model.params.{param}:", kind))
+    return found
 
 
 # -- the jobs --------------------------------------------------------------------------------------
@@ -98,8 +150,30 @@ def train(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
     estimator = build_estimator(config)
     progress(f"fitting {config.model.name}")
     model = estimator.fit(read_split(spark, config, "train"))
-    model.save(model_path(config))
+    try:
+        model.save(model_path(config))
+    except OutputWriteError as error:
+        raise keep_model_locally(spark, model, config, error) from None
     progress(f"saved {model_path(config)}")
+
+
+def keep_model_locally(spark: SparkSession, model, config: JobConfig, error: OutputWriteError) -> OutputWriteError:
+    """A model that could not be saved where asked, saved to a local fallback folder instead when Spark runs
+    on this machine (``local[…]``: its executors write the driver's disk); on a cluster, ``error`` as it is."""
+    import os
+
+    from .destinations import fallback_folder
+
+    if not spark.sparkContext.master.startswith("local"):
+        return error
+    try:
+        folder = fallback_folder()
+        kept = os.path.join(folder, config.model.name)
+        model.save(f"file://{kept}")
+    except Exception:  # noqa: BLE001 - the first failure is the one to report
+        return error
+    return OutputWriteError(f"{error}; the model is kept in {kept}/ (copy it from there)",
+                            destination=error.destination, fallback=folder)
 
 
 def evaluate(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
@@ -114,15 +188,51 @@ def evaluate(spark: SparkSession, config: JobConfig, progress: Progress) -> None
     progress(f"evaluating {config.model.name} at k = {config.k}")
     metrics = evaluate_recommendations(model.recommend(test, config.k), test, k=config.k, catalog=catalog)
     report = {"model": config.model.name, "dataset": config.data.dataset, "k": config.k, **metrics}
-    write_small_text(metrics_path(config), json.dumps(report, indent=2) + "\n", spark)
+    text = json.dumps(report, indent=2) + "\n"
+    try:
+        write_small_text(metrics_path(config), text, spark)
+    except Exception as error:  # noqa: BLE001 - whatever stopped the write, the metrics are kept
+        from .destinations import keep_locally
+
+        failure = keep_locally({f"{config.model.name}.json": text.encode("utf-8")}, metrics_path(config), error, "the metrics")
+        print(json.dumps(report), flush=True)
+        raise failure from None
     print(json.dumps(report), flush=True)
     progress(f"wrote {metrics_path(config)}")
 
 
+def tune(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
+    """Tune ``models`` on the validation split carved from ``split/train``: this job never reads ``split/test``."""
+    from .tuning import tune as tune_models
+    from .tuning import write_tuning
+
+    result = tune_models(
+        read_split(spark, config, "train"),
+        config.models,
+        trials=config.trials,
+        metric=config.metric,
+        k=config.k,
+        holdout=config.data.holdout,
+        positive_threshold=config.data.positive_threshold,
+        seed=config.seed,
+        storage_dir=config.path("tuning"),
+        progress=progress,
+    )
+    write_tuning(result, config.path("tuning"))
+    progress(f"wrote {config.path('tuning', 'tuned.json')} and tuning.png")
+
+
 def benchmark(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
     from .benchmark import benchmark_movielens
+    from .tuning import read_tuned
 
     data = config.data
+    tuned = None
+    if config.params:
+        try:
+            tuned = read_tuned(config.params, config.models)
+        except UserError as error:
+            raise ConfigError(f"{config.source}: params: {error}") from None
     benchmark_movielens(
         spark,
         data.dataset,
@@ -132,6 +242,9 @@ def benchmark(spark: SparkSession, config: JobConfig, progress: Progress) -> Non
         holdout=data.holdout,
         positive_threshold=data.positive_threshold,
         seed=config.seed,
+        bootstrap=config.bootstrap,
+        seeds=config.seeds,
+        tuned=tuned,
         output=config.path("benchmark"),
         progress=progress,
     )
@@ -142,6 +255,7 @@ JOBS: dict[str, Callable[[SparkSession, JobConfig, Progress], None]] = {
     "train": train,
     "evaluate": evaluate,
     "benchmark": benchmark,
+    "tune": tune,
 }
 
 
@@ -196,12 +310,16 @@ def run_job(job: str, argv: Sequence[str]) -> int:
     config_uri, overrides, quiet = parse_arguments(job, argv)
     config = load_config(config_uri, overrides)
     validate(config, job)
+    destinations = check_destinations(config, job)
     progress = Progress(enabled=not quiet)
     progress(f"{job}: {config.source} → {config.output}")
-    JOBS[job](start_spark(config), config, progress)
+    spark = start_spark(config)
+    check_with_spark(spark, destinations)  # other URIs: their Hadoop filesystem, before any data is read
+    JOBS[job](spark, config, progress)
     return 0
 
 
 def main(job: str, argv: Sequence[str] | None = None) -> int:
-    """What ``jobs/<job>.py`` calls: exit code 0, or 2 with one line on stderr for a user error."""
+    """What ``jobs/<job>.py`` calls: exit code 0, or one line on stderr and 2 for a user error, 3 for failed
+    distributed training, 4 for output that could not be written after the work (see ``command``)."""
     return exit_code_of(lambda: run_job(job, sys.argv[1:] if argv is None else argv))

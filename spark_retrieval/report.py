@@ -1,7 +1,8 @@
 """The benchmark report on disk: ``results.json``, ``results.md`` and ``results.png`` (metrics per model).
 
 Every file is written to a temporary name and renamed, so readers see each one whole or not at all.
-An ``s3://`` destination is written to a local temporary folder first, then uploaded with boto3.
+An ``s3://`` destination is written to a local temporary folder first, then uploaded with boto3; other
+URIs (``hdfs://``) go through Spark's Hadoop filesystem. What cannot be written goes to a local fallback folder.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ TABLE_COLUMNS = (
     ("hit_rate", "HR@{k}", "{:.4f}"),
     ("coverage", "coverage", "{:.4f}"),
     ("queries", "queries", "{:d}"),
+    ("vs_best", "vs best (R@{k})", "{:+.4f}"),
+    ("seeds", "seeds: R@{k} mean ± sd", "{:.4f}"),
     ("fit_seconds", "fit s", "{:.1f}"),
     ("recommend_seconds", "rec+eval s", "{:.1f}"),
 )
 # (key in a result row, axis label); all lie in [0, 1] so they share one axis.
+INTERVAL_COLUMNS = ("recall", "ndcg")
+"""Cells shown as ``value ± half the width of the row's 95 % interval`` (every metric's interval is in the JSON)."""
+OPTIONAL_COLUMNS = ("vs_best", "seeds")
+"""Shown only when some row has them (reports written before intervals and seeds existed keep their table)."""
 PLOTTED_METRICS = (
     ("precision", "P@{k}"),
     ("recall", "R@{k}"),
@@ -51,7 +58,15 @@ def plot_png(rows: list[dict[str, Any]], k: int, title: str) -> bytes:
     for index, row in enumerate(rows):
         positions = [m + (index - (len(rows) - 1) / 2) * width for m in range(len(metrics))]
         values = [row.get(key) or 0.0 for key, _ in metrics]
-        bars = axes.bar(positions, values, width, label=row["model"])
+        intervals = [(row.get("ci") or {}).get(key) for key, _ in metrics]  # error bars: the 95 % interval
+        errors = [
+            [max(0.0, value - ci["ci_low"]) if ci else 0.0 for value, ci in zip(values, intervals)],
+            [max(0.0, ci["ci_high"] - value) if ci else 0.0 for value, ci in zip(values, intervals)],
+        ]
+        bars = axes.bar(
+            positions, values, width, label=row["model"],
+            **({"yerr": errors, "capsize": 1.5, "error_kw": {"elinewidth": 0.6}} if any(intervals) else {}),
+        )
         axes.bar_label(bars, labels=[f"{value:.3f}" for value in values], fontsize=6, rotation=90, padding=2)
     axes.set_xticks(range(len(metrics)), [label for _, label in metrics])
     axes.set_ylabel("value")
@@ -65,21 +80,82 @@ def plot_png(rows: list[dict[str, Any]], k: int, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def markdown_table(rows: list[dict[str, Any]], k: int) -> str:
-    """One Markdown row per result row; a missing value shows as a dash."""
-    header = [title.format(k=k) for _, title, _ in TABLE_COLUMNS]
+def table_cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    """One cell: a dash when missing; ``value ± half-width`` for ``INTERVAL_COLUMNS`` with an interval; the
+    paired difference with its interval, or ``best``, for ``vs_best``; the seed spread for ``seeds``."""
+    value = row.get(key)
+    if value is None:
+        return "–"
+    if key == "vs_best":
+        if value.get("best"):
+            return "best"
+        difference = value.get("recall")
+        if difference is None:
+            return "–"
+        return f"{fmt.format(difference['difference'])} [{difference['ci_low']:+.4f}, {difference['ci_high']:+.4f}]"
+    if key == "seeds":
+        if value == "deterministic":
+            return "deterministic"
+        if "seed_mean" in row:
+            return f"{fmt.format(row['seed_mean']['recall'])} ± {fmt.format(row['seed_std']['recall'])} ({len(value)} seeds)"
+        return "seed " + ", ".join(str(seed) for seed in value)
+    ci = (row.get("ci") or {}).get(key) if key in INTERVAL_COLUMNS else None
+    if ci is not None:
+        return f"{fmt.format(value)} ± {fmt.format((ci['ci_high'] - ci['ci_low']) / 2)}"
+    return fmt.format(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], k: int, bootstrap: dict[str, Any] | None = None) -> str:
+    """One Markdown row per result row; a missing value shows as a dash. With intervals (``bootstrap``: the
+    report's ``bootstrap`` settings), lines under the table say how they were made and which rows differ from
+    the best beyond the noise of the query sample."""
+    columns = [
+        column for column in TABLE_COLUMNS
+        if column[0] not in OPTIONAL_COLUMNS or any(row.get(column[0]) is not None for row in rows)
+    ]
+    header = [title.format(k=k) for _, title, _ in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
-        cells = [fmt.format(row[key]) if row.get(key) is not None else "–" for key, _, fmt in TABLE_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append("| " + " | ".join(table_cell(row, key, fmt) for key, _, fmt in columns) + " |")
+    notes = table_notes(rows, k, bootstrap)
+    return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def table_notes(rows: list[dict[str, Any]], k: int, bootstrap: dict[str, Any] | None) -> list[str]:
+    notes = []
+    if any(row.get("ci") for row in rows):
+        queries = max((row.get("queries") or 0 for row in rows), default=0)
+        how = (
+            f" ({bootstrap['resamples']:,} Poisson resamples, seed {bootstrap['seed']})" if bootstrap else ""
+        )
+        notes.append(
+            f"R@{k} and NDCG@{k}: value ± half the width of its 95 % bootstrap interval over the {queries:,} "
+            f"queries{how}; every metric's interval is in results.json."
+        )
+    compared = [row for row in rows if isinstance(row.get("vs_best"), dict) and not row["vs_best"].get("best")]
+    best = next((row["model"] for row in rows if (row.get("vs_best") or {}).get("best")), None)
+    if best is not None:
+        real = [row["model"] for row in compared if row["vs_best"].get("recall", {}).get("excludes_zero")]
+        noise = [row["model"] for row in compared if not row["vs_best"].get("recall", {}).get("excludes_zero")]
+        notes.append(
+            f"vs best: the paired difference in R@{k} from {best} on the same queries, with its 95 % interval. "
+            f"Real differences (interval excludes 0): {', '.join(real) or 'none'}. "
+            f"Not distinguishable from {best} on these queries: {', '.join(noise) or 'none'}."
+        )
+    if any(isinstance(row.get("seeds"), list) and "seed_mean" in row for row in rows):
+        notes.append(
+            f"seeds: mean ± sample standard deviation of R@{k} over the seeds fitted (model variance); the other "
+            "columns of such a row are its first seed's fit. A deterministic row is fitted once."
+        )
+    return notes
 
 
 def markdown_report(document: dict[str, Any]) -> str:
     split = ", ".join(f"{key} {value:,}" for key, value in document["split"].items())
+    table = markdown_table(document["results"], document["k"], document.get("bootstrap"))
     return (
         f"# Benchmark: {document['dataset']}, K = {document['k']}\n\nSplit: {split}.\n\n"
-        f"{markdown_table(document['results'], document['k'])}\n\n![results]({PLOT_FILE})\n"
+        f"{table}\n\n![results]({PLOT_FILE})\n"
     )
 
 
@@ -94,15 +170,39 @@ def report_files(document: dict[str, Any]) -> dict[str, bytes]:
 
 
 def write_report(document: dict[str, Any], output: str) -> None:
-    """Write the report files to a local folder, or to an ``s3://`` prefix via a local temporary folder."""
-    from . import s3
+    """Write the report files to a local folder, to an ``s3://`` prefix (via a local temporary folder and
+    boto3) or to any other URI through Spark's Hadoop filesystem.
 
+    When writing fails after all (a full disk, expired credentials, a changed bucket policy), nothing is lost:
+    the same files go to a local fallback folder and the ``OutputWriteError`` raised names the destination,
+    the reason and that folder (exit code 4 in the CLI and the jobs).
+    """
     files = report_files(document)  # everything rendered before anything is written
-    if not s3.is_s3_uri(output):
+    try:
+        _write_files(files, output)
+    except Exception as error:  # noqa: BLE001 - whatever stopped the write, the results are kept
+        from .destinations import keep_locally
+
+        raise keep_locally(files, output, error) from None
+
+
+def _write_files(files: dict[str, bytes], output: str) -> None:
+    from . import s3
+    from .destinations import is_local, local_path
+
+    if is_local(output):
         for name, data in files.items():
-            write_local_atomically(os.path.join(output, name), data)
-        return
-    with tempfile.TemporaryDirectory(prefix="spark-retrieval-report-") as folder:
+            write_local_atomically(os.path.join(local_path(output), name), data)
+    elif s3.is_s3_uri(output):
+        with tempfile.TemporaryDirectory(prefix="spark-retrieval-report-") as folder:
+            for name, data in files.items():
+                write_local_atomically(os.path.join(folder, name), data)
+            s3.upload_directory(folder, output)
+    else:
+        from pyspark.sql import SparkSession
+
+        from .storage import replace_bytes
+
+        spark = SparkSession.getActiveSession()
         for name, data in files.items():
-            write_local_atomically(os.path.join(folder, name), data)
-        s3.upload_directory(folder, output)
+            replace_bytes(spark, f"{output.rstrip('/')}/{name}", data)

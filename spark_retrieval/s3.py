@@ -60,6 +60,21 @@ def require_bucket(uri: str) -> None:
         client().head_bucket(Bucket=bucket)
 
 
+def probe_prefix(uri: str) -> None:
+    """Check ``uri`` the way a report is written there: its bucket exists, and an object can be put under the
+    prefix and deleted again (a denied PUT or DELETE, a missing bucket, absent credentials: one ``S3Error``
+    or ``DataNotFoundError`` naming the URI)."""
+    import uuid
+
+    require_bucket(uri)
+    bucket, prefix = split_uri(uri.rstrip("/") + "/")
+    key = f"{prefix}.spark-retrieval-probe-{uuid.uuid4().hex[:12]}"
+    s3 = client()
+    with _explained(f"s3://{bucket}/{prefix}"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"")
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
 def upload_directory(folder: str, uri: str) -> list[str]:
     """Upload every file under ``folder`` to the prefix ``uri``; returns the URIs written."""
     bucket, prefix = split_uri(uri.rstrip("/") + "/")

@@ -27,21 +27,29 @@ def path_exists(spark: SparkSession, path: str) -> bool:
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
+    write_bytes(spark, path, text.encode("utf-8"))
+
+
+def write_bytes(spark: SparkSession, path: str, data: bytes) -> None:
     fs, hpath = _hadoop_path(spark, path)
     stream = fs.create(hpath, True)
     try:
-        stream.write(bytearray(text.encode("utf-8")))
+        stream.write(bytearray(data))
     finally:
         stream.close()
 
 
 def replace_text(spark: SparkSession, path: str, text: str) -> None:
+    replace_bytes(spark, path, text.encode("utf-8"))
+
+
+def replace_bytes(spark: SparkSession, path: str, data: bytes) -> None:
     """Write ``path`` through a hidden sibling renamed over it, so readers see the old or the new file whole
     (an atomic rename on HDFS and local disks; object stores copy, so there it is only as good as the store)."""
     fs, target = _hadoop_path(spark, path)
     target = fs.makeQualified(target)
     staging = _sibling(target, STAGING)
-    write_text(spark, staging.toString(), text)
+    write_bytes(spark, staging.toString(), data)
     try:
         jvm = spark.sparkContext._jvm
         context = jvm.org.apache.hadoop.fs.FileContext.getFileContext(target.toUri(), spark.sparkContext._jsc.hadoopConfiguration())
@@ -188,6 +196,45 @@ def read_failure(error: BaseException) -> str | None:
         if text and text != "null":
             return text
     return "unreadable"
+
+
+def write_failure(error: BaseException) -> str | None:
+    """For an error raised while writing — the OS, S3 or a Hadoop filesystem refusing a file or folder — a
+    one-line reason naming what was refused; else None (a bug, or a Spark job whose computation failed).
+
+    ``OSError`` (pyarrow's errors included) and ``UserError`` (``S3Error``) are write failures; a Spark/Hadoop
+    error is one when a ``java.io.IOException`` is in its chain of causes (its first line is the reason).
+    """
+    from .errors import UserError
+
+    if isinstance(error, UserError):
+        return " ".join(str(error).split())
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        where = error.filename if isinstance(error.filename, str) else None
+        return " ".join((f"{reason} ({where})" if where else reason).split())
+    java = getattr(error, "java_exception", None)
+    if java is None:
+        return None
+    from pyspark import SparkContext
+
+    jvm = SparkContext._jvm
+    if jvm is None:
+        return None
+    io_exception = jvm.java.lang.Class.forName("java.io.IOException")
+    found = None
+    while java is not None:
+        if io_exception.isInstance(java):
+            found = java  # the innermost one says the most
+        cause = java.getCause()
+        java = None if cause is None or cause.equals(java) else cause
+    if found is None:
+        return None
+    text = str(found.getMessage() or "").strip()
+    text = re.sub(r"^\[[A-Z_.]+\] ", "", text.splitlines()[0] if text else "")
+    text = re.sub(r"\s*SQLSTATE: \w+\.?$", "", text).strip()
+    name = found.getClass().getSimpleName()
+    return f"{name}: {text}" if text and text != "null" else name
 
 
 # -- small files (configs, reports, metrics) without Spark: local paths and s3:// through boto3 ---------

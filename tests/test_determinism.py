@@ -120,4 +120,5 @@ def test_benchmark_in_two_processes_gives_the_same_report(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         reports.append(json.loads((tmp_path / run / "results.json").read_text()))
     assert [row["model"] for row in reports[0]["results"]] == ["global_hot", "item_cf", "swing", "als"]
+    assert all("ci" in row and "vs_best" in row for row in reports[0]["results"])  # the bootstrap is compared too
     assert without_wall_clock(reports[0]) == without_wall_clock(reports[1])

@@ -19,8 +19,9 @@ def random_pairs(seed, users=25, items=18, events=220):
     return i2i_helpers.random_pairs(seed, users, items, events)
 
 
-def brute_force_item_cf(pairs, min_cooccurrence=1):
-    """sim(i, j) = Σ_{u ∈ U_i ∩ U_j} w_u² / (‖i‖·‖j‖), w_u² = 1/|I_u|, for every pair with enough shared users."""
+def brute_force_item_cf(pairs, min_cooccurrence=1, shrinkage=0.0):
+    """sim(i, j) = Σ_{u ∈ U_i ∩ U_j} w_u² / (‖i‖·‖j‖ + shrinkage), w_u² = 1/|I_u|, for every pair with enough shared
+    users."""
     items_of, users_of = defaultdict(set), defaultdict(set)
     for user, item in pairs:
         items_of[user].add(item)
@@ -31,7 +32,7 @@ def brute_force_item_cf(pairs, min_cooccurrence=1):
     for i, j in itertools.permutations(users_of, 2):
         shared = users_of[i] & users_of[j]
         if shared and len(shared) >= min_cooccurrence:
-            scores[i][j] = sum(weight[u] for u in shared) / (norm[i] * norm[j])
+            scores[i][j] = sum(weight[u] for u in shared) / (norm[i] * norm[j] + shrinkage)
     return dict(scores)
 
 
@@ -53,6 +54,19 @@ def test_min_cooccurrence_drops_pairs_with_fewer_users(spark, min_cooccurrence):
     pairs = random_pairs(2)
     model = ItemCF(k_neighbours=1000, min_cooccurrence=min_cooccurrence).fit(interactions(spark, pairs))
     assert_same_scores(neighbour_scores(model), brute_force_item_cf(pairs, min_cooccurrence))
+
+
+@pytest.mark.parametrize("shrinkage, min_cooccurrence", [(0.5, 1), (3.0, 2)])
+def test_shrinkage_divides_by_the_norms_plus_shrinkage(spark, shrinkage, min_cooccurrence):
+    pairs = random_pairs(4)
+    model = ItemCF(k_neighbours=1000, shrinkage=shrinkage, min_cooccurrence=min_cooccurrence).fit(interactions(spark, pairs))
+    assert_same_scores(neighbour_scores(model), brute_force_item_cf(pairs, min_cooccurrence, shrinkage))
+
+
+def test_zero_shrinkage_is_the_plain_cosine_bit_for_bit(spark):
+    train = interactions(spark, random_pairs(6))
+    assert neighbour_lists(ItemCF(k_neighbours=8, shrinkage=0.0).fit(train)) == neighbour_lists(ItemCF(k_neighbours=8).fit(train))
+    assert ItemCF().get("shrinkage") == 0.0
 
 
 def test_batches_and_blocks_do_not_change_the_scores(spark, monkeypatch):
@@ -108,6 +122,8 @@ def test_same_seed_gives_identical_tables(spark):
         {"max_items_per_user": 0},
         {"max_items_per_user": "10"},
         {"min_cooccurrence": 0},
+        {"shrinkage": -1.0},
+        {"shrinkage": "1"},
         {"seed": 1.5},
     ],
 )

@@ -1,6 +1,7 @@
 """Imports only point down the layers, and no module imports one that imports it back (lazy imports included).
 
-Layers, bottom first: foundation (column names and contracts, errors, value checks, session, storage) →
+Layers, bottom first: foundation (column names and contracts, errors, value checks and search spaces, session,
+storage and output destinations) →
 data → kernels (exact top-K, the co-occurrence engine, the training launchers) → models → evaluation →
 benchmark and report → command-line entry points and job configs → the package's public face.
 """
@@ -12,12 +13,12 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "spark_retrieval"
 LAYERS = [
-    ("foundation", ["columns", "errors", "validation", "progress", "session", "storage", "s3"]),
+    ("foundation", ["columns", "errors", "validation", "search", "progress", "session", "storage", "s3", "destinations"]),
     ("data", ["data"]),
     ("kernels", ["retrieval", "models.cooccurrence", "distributed"]),
     ("models", ["models"]),
-    ("evaluation", ["evaluation"]),
-    ("benchmark", ["report", "benchmark"]),
+    ("evaluation", ["evaluation", "significance"]),
+    ("benchmark", ["report", "benchmark", "tuning"]),
     ("entry points", ["command", "config", "cli", "jobs"]),
     ("public face", [""]),
 ]

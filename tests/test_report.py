@@ -40,3 +40,43 @@ def test_rewrite_replaces_files_and_leaves_no_temporaries(tmp_path):
     result.write(str(out))
     assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md", "results.png"]
     assert len(json.loads((out / "results.json").read_text())["results"]) == 1
+
+
+def result_with_intervals():
+    result = sample_result()
+    for row in result.results:
+        row["ci"] = {name: {"ci_low": row[name] - 0.01, "ci_high": row[name] + 0.012} for name in
+                     ("precision", "recall", "map", "ndcg", "hit_rate")}
+        row["seeds"] = "deterministic"
+    best = result.results[-1]
+    best["vs_best"] = {"baseline": "als", "best": True}
+    best["seeds"] = [0, 1, 2]
+    best["seed_mean"] = {"recall": 0.395, "ndcg": 0.2}
+    best["seed_std"] = {"recall": 0.004, "ndcg": 0.002}
+    for row, low, high in zip(result.results[:3], (-0.35, -0.25, -0.02), (-0.25, -0.15, 0.003)):
+        row["vs_best"] = {"baseline": "als", "best": False,
+                          "recall": {"difference": row["recall"] - 0.4, "ci_low": low, "ci_high": high,
+                                     "excludes_zero": high < 0}}
+    result.settings["bootstrap"] = {"resamples": 1000, "seed": 0, "confidence": 0.95, "compared_by": "recall"}
+    return result
+
+
+def test_table_shows_intervals_the_comparison_with_the_best_and_the_seeds(tmp_path):
+    table = result_with_intervals().to_markdown()
+    header = table.splitlines()[0]
+    assert "| vs best (R@20) |" in header and "| seeds: R@20 mean ± sd |" in header
+    lines = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "| 0.4000 ± 0.0110 |" in lines["| als"] and "| best |" in lines["| als"]
+    assert "| 0.3950 ± 0.0040 (3 seeds) |" in lines["| als"]
+    assert "| -0.3000 [-0.3500, -0.2500] |" in lines["| global_hot"] and "| deterministic |" in lines["| global_hot"]
+    assert "Real differences (interval excludes 0): global_hot, item_cf." in table
+    assert "Not distinguishable from als on these queries: swing." in table
+    assert "1,000 Poisson resamples, seed 0" in table
+    result_with_intervals().write(str(tmp_path / "out"))
+    assert "| best |" in (tmp_path / "out" / "results.md").read_text()
+    assert png_size((tmp_path / "out" / "results.png").read_bytes())[0] >= 600
+
+
+def test_table_without_intervals_keeps_its_columns():
+    header = sample_result().to_markdown().splitlines()[0]
+    assert "vs best" not in header and "seeds" not in header and "±" not in sample_result().to_markdown()

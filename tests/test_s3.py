@@ -4,7 +4,7 @@ import pytest
 
 from spark_retrieval import s3
 from spark_retrieval.config import load_config, parse_config
-from spark_retrieval.errors import DataNotFoundError, UserError
+from spark_retrieval.errors import DataNotFoundError, OutputWriteError, UserError
 from spark_retrieval.jobs import main as job_main
 from test_report import PNG_SIGNATURE, sample_result
 
@@ -55,12 +55,14 @@ def test_benchmark_report_uploaded_to_a_prefix():
     assert "![results](results.png)" in s3.read_bytes("s3://bucket/reports/run-1/results.md").decode()
 
 
-def test_missing_bucket_and_key_are_one_clear_error():
+def test_missing_bucket_and_key_are_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DataNotFoundError, match=r"s3://nobucket/a.yaml: bucket 'nobucket' does not exist"):
         load_config("s3://nobucket/a.yaml")
     with pytest.raises(DataNotFoundError, match=r"s3://bucket/none.yaml: no such object"):
         load_config("s3://bucket/none.yaml")
-    with pytest.raises(UserError, match=r"s3://nobucket/r/results\.\w+: upload failed: bucket does not exist"):
+    monkeypatch.chdir(tmp_path)  # a report that cannot be uploaded is kept in ./spark-retrieval-fallback-*/
+    with pytest.raises(OutputWriteError, match=r"s3://nobucket/r/results\.\w+: upload failed: bucket does not exist; "
+                                               r"the results are kept in .*/spark-retrieval-fallback-"):
         sample_result().write("s3://nobucket/r")
 
 
@@ -89,7 +91,7 @@ def test_cli_benchmark_output_to_s3(spark, tmp_path, capsys):
     data = write_ml1m(tmp_path / "ml-1m")
     args = ["benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--models", "global_hot", "--quiet"]
     assert main([*args, "--output", "s3://nobucket/x"]) == 2  # checked before any work
-    assert capsys.readouterr().err.strip() == "error: s3://nobucket/: bucket 'nobucket' does not exist"
+    assert capsys.readouterr().err.strip() == "error: --output s3://nobucket/: bucket 'nobucket' does not exist"
     assert main([*args, "--output", "s3://bucket/cli/run"]) == 0, capsys.readouterr().err
     keys = [item["Key"] for item in s3.client().list_objects_v2(Bucket="bucket", Prefix="cli/run/")["Contents"]]
     assert sorted(keys) == ["cli/run/results.json", "cli/run/results.md", "cli/run/results.png"]

@@ -124,6 +124,26 @@ def temporal_split(
     return Split(train=train, test=test, holdout=holdout, positive_threshold=positive_threshold, events=events)
 
 
+def validation_split(
+    train: DataFrame,
+    holdout: int = 3,
+    positive_threshold: float = 2.0,
+    history: int = DEFAULT_HISTORY,
+) -> Split:
+    """The same protocol applied once more inside ``train``: a validation split for tuning.
+
+    Each user's last ``holdout`` *train* events are validation events; those rated above
+    ``positive_threshold`` are validation queries, with ``last_item`` / ``recent_items`` computed from the
+    user's train sequence alone. ``Split.train`` is train minus the validation events, ``Split.test`` the
+    validation queries, ``Split.counts()`` their sizes (``test_queries`` = validation queries). Users with at
+    most ``holdout`` train events give no validation query and keep all their events in its train.
+
+    The test set is not an argument: nothing a tuner computes from this split can depend on a test event.
+    ``train`` is normally ``temporal_split(...).train`` (already one event per (user, item) pair).
+    """
+    return temporal_split(train, holdout=holdout, positive_threshold=positive_threshold, history=history)
+
+
 def latest_per_pair(ratings: DataFrame) -> DataFrame:
     """``ratings`` with only the latest event of each (user, item) pair (largest timestamp, then highest
     rating), plus ``_user_duplicates``: how many of the user's events were dropped.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, ClassVar
 
 from pyspark.ml.param import Params
 from pyspark.ml.recommendation import ALS as SparkALS
@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from ..columns import ITEM_ID, QUERY_ID, RATING, RECOMMENDATIONS, USER_ID, empty_recommendations, require_columns
 from ..data.context import SEEN_ITEMS, seen_items
 from ..retrieval.topk import top_k_inner_product
+from ..search import Domain, FloatRange, IntRange
 from ..validation import boolean, check, integer, number, text
 from .base import RetrievalEstimator, RetrievalModel, param
 
@@ -62,6 +63,14 @@ class ALSParams(Params):
     checkpoint_dir = param(
         "checkpoint_dir", "Spark checkpoint directory; None keeps the context's, or a temporary one in local mode", text
     )
+
+    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {
+        "rank": IntRange(8, 256, log=True),
+        "reg_param": FloatRange(1e-3, 1.0, log=True),
+        "alpha": FloatRange(1.0, 100.0, log=True, when={"implicit_prefs": True}),  # unused on explicit ratings
+        "max_iter": IntRange(5, 30),
+    }
+    """What ``spark-retrieval tune`` searches (``spark_retrieval.search``); the defaults lie inside."""
 
     def __init__(self, *args: Any):
         super().__init__(*args)

@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from .. import storage
 from ..columns import ITEM_ID, QUERY_ID, USER_ID, require_columns
-from ..errors import DataNotFoundError, EmptyDataError, InvalidParameterError, MalformedDataError
+from ..errors import DataNotFoundError, EmptyDataError, InvalidParameterError, MalformedDataError, OutputWriteError, UserError
 from ..validation import Converter, check
 
 FORMAT_VERSION = 1
@@ -146,20 +146,31 @@ class RetrievalModel(Model, ModelParams):
 
         ``metadata.json`` also lists every data file of every table with its size, so ``load`` can tell a
         complete model from a damaged one without reading the data.
+
+        A write the filesystem refuses (permissions, a full disk, an unknown scheme, denied credentials) is an
+        ``OutputWriteError`` naming ``path`` and the reason in one line; the previous copy stays as it was.
         """
         spark = SparkSession.getActiveSession()
-        with storage.atomic_directory(spark, path, overwrite=overwrite) as staging:
-            for name, table in self.tables.items():
-                table.write.parquet(f"{staging}/{name}")
-            document = {
-                "format_version": FORMAT_VERSION,
-                "class": f"{type(self).__module__}.{type(self).__qualname__}",
-                "params": self.params_dict(),
-                "tables": sorted(self.tables),
-                "files": {name: storage.data_files(spark, f"{staging}/{name}") for name in sorted(self.tables)},
-                "metadata": self.metadata,
-            }
-            storage.write_text(spark, f"{staging}/{METADATA_FILE}", json.dumps(document, indent=2, sort_keys=True))
+        try:
+            with storage.atomic_directory(spark, path, overwrite=overwrite) as staging:
+                for name, table in self.tables.items():
+                    table.write.parquet(f"{staging}/{name}")
+                document = {
+                    "format_version": FORMAT_VERSION,
+                    "class": f"{type(self).__module__}.{type(self).__qualname__}",
+                    "params": self.params_dict(),
+                    "tables": sorted(self.tables),
+                    "files": {name: storage.data_files(spark, f"{staging}/{name}") for name in sorted(self.tables)},
+                    "metadata": self.metadata,
+                }
+                storage.write_text(spark, f"{staging}/{METADATA_FILE}", json.dumps(document, indent=2, sort_keys=True))
+        except UserError:
+            raise  # "already exists" (overwrite=False) and other mistakes keep their own message
+        except Exception as error:
+            reason = storage.write_failure(error)
+            if reason is None:
+                raise  # not the filesystem: a failed computation or a bug, as it is
+            raise OutputWriteError(f"could not save the model to {path}: {reason}", destination=path) from None
 
     @classmethod
     def load(cls, path: str) -> "RetrievalModel":

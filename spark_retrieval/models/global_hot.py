@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -16,6 +18,9 @@ class GlobalHot(RetrievalEstimator):
 
     It has no parameters, so nothing to tune.
     """
+
+    SEARCH_SPACE: ClassVar[dict] = {}
+    """Empty: Global Hot has no parameters; the tuner evaluates it once, as it is."""
 
     def _fit_interactions(self, train: DataFrame) -> "GlobalHotModel":
         counts = train.groupBy(ITEM_ID).agg(F.count(F.lit(1)).cast("double").alias(SCORE))

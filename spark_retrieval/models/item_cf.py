@@ -1,7 +1,8 @@
 """Item CF: item-item cosine similarity with user-activity weighting, as one Spark job.
 
-``sim(i, j) = Σ_{u ∈ U_i ∩ U_j} w_u² / (‖i‖·‖j‖)`` with ``w_u² = 1/|I_u|`` and ``‖i‖ = sqrt(Σ_{u ∈ U_i} w_u²)``;
-repeated (user, item) events count once. Each item keeps its ``k_neighbours`` best other items (score
+``sim(i, j) = Σ_{u ∈ U_i ∩ U_j} w_u² / (‖i‖·‖j‖ + shrinkage)`` with ``w_u² = 1/|I_u|`` and
+``‖i‖ = sqrt(Σ_{u ∈ U_i} w_u²)``; repeated (user, item) events count once. ``shrinkage`` (default 0: plain
+cosine) pulls down pairs of rarely seen items, whose norms are small. Each item keeps its ``k_neighbours`` best other items (score
 descending, then smaller item id); pairs shared by fewer than ``min_cooccurrence`` users are dropped.
 
 Plan (the engine in ``cooccurrence.py``; why it beats a self-join or a pair shuffle is explained there):
@@ -14,7 +15,8 @@ Plan (the engine in ``cooccurrence.py``; why it beats a self-join or a pair shuf
 3. Users are routed to the item blocks of their items. In the task of block ``b`` every Arrow batch of
    users adds ``A_bᵀ diag(w²) B`` (``b``'s items × all items, a scipy sparse product of the batch's binary
    user × item matrices) to a running sum, so the rows of ``b``'s items are complete when the partition
-   ends. They are divided by ``‖i‖·‖j‖``, self pairs and rare pairs dropped and the top ``k`` kept; only
+   ends. They are divided by ``‖i‖·‖j‖`` (with ``shrinkage = 0`` each term is scaled by ``1/‖i‖`` and ``1/‖j‖``
+   before it is added; with ``shrinkage > 0`` the raw sums are divided by ``‖i‖·‖j‖ + shrinkage`` at the end), self pairs and rare pairs dropped and the top ``k`` kept; only
    those leave the task.
 
 Memory per task: one Arrow batch of users plus the block's rows, at most (items of ``b``) × catalogue
@@ -25,7 +27,7 @@ entries; the block count grows with ``min(#items², Σ_u |I_u|²)`` so that stay
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +38,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from ..columns import ITEM_ID, USER_ID
-from ..validation import integer
+from ..search import Domain, FloatRange, IntRange
+from ..validation import integer, number
 from .base import param
 from .cooccurrence import (
     ACTIVITY,
@@ -74,11 +77,23 @@ class ItemCFParams(Params):
         integer(at_least=1),
     )
     min_cooccurrence = param("min_cooccurrence", "pairs shared by fewer users than this are dropped", integer(at_least=1))
+    shrinkage = param(
+        "shrinkage", "added to the cosine's denominator: sim = Σ w² / (‖i‖·‖j‖ + shrinkage); 0 is plain cosine", number(at_least=0)
+    )
     seed = param("seed", "seed of the max_items_per_user sample", integer())
+
+    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {
+        # Recommendations are the top K of last_item's neighbours, so only values below K change the lists.
+        "k_neighbours": IntRange(10, 400, log=True),
+        # ‖i‖·‖j‖ is about 1 for items with ~|I_u| users; 5 is a strong pull towards popular pairs.
+        "shrinkage": FloatRange(0.0, 5.0),
+        "min_cooccurrence": IntRange(1, 5),
+    }
+    """What ``spark-retrieval tune`` searches (``spark_retrieval.search``); the defaults lie inside."""
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._setDefault(k_neighbours=100, max_items_per_user=None, min_cooccurrence=1, seed=0)
+        self._setDefault(k_neighbours=100, max_items_per_user=None, min_cooccurrence=1, shrinkage=0.0, seed=0)
 
 
 class ItemCFModel(ItemToItemModel, ItemCFParams):
@@ -88,7 +103,8 @@ class ItemCFModel(ItemToItemModel, ItemCFParams):
 class ItemCF(CooccurrenceEstimator, ItemCFParams):
     """Item CF with cosine similarity and ``1/|I_u|`` user-activity weighting (keyword-only parameters).
 
-    ``k_neighbours``: neighbours kept per item. ``max_items_per_user``: off by default; when set, a user with
+    ``k_neighbours``: neighbours kept per item. ``shrinkage``: added to the cosine's denominator (0: plain
+    cosine). ``max_items_per_user``: off by default; when set, a user with
     more distinct items keeps a seeded random sample of that many, and ``|I_u|`` in the weight is the sample's
     size. ``min_cooccurrence``: pairs shared by fewer users (after sampling) are dropped. ``seed``: the
     sample's seed; the same seed gives the same neighbour table whatever the partitioning.
@@ -107,7 +123,10 @@ class ItemCF(CooccurrenceEstimator, ItemCFParams):
         num_blocks = item_block_count(spark, min(len(norms.item_ids) ** 2, norms.pairs), PAIRS_PER_ITEM_BLOCK)
         # The item norms are a vocabulary (two numbers per item), small enough to broadcast.
         norms_broadcast = spark.sparkContext.broadcast(norms.as_arrays())
-        return num_blocks, item_cf_kernel(self.get("k_neighbours"), self.get("min_cooccurrence"), norms_broadcast)
+        kernel = item_cf_kernel(
+            self.get("k_neighbours"), self.get("min_cooccurrence"), norms_broadcast, shrinkage=self.get("shrinkage")
+        )
+        return num_blocks, kernel
 
 
 # -- Spark side ------------------------------------------------------------------------------------
@@ -158,17 +177,23 @@ def inverse_in_fixed_point(count: str) -> tuple[Column, Column]:
 
 
 # -- in the task of one item block -----------------------------------------------------------------
-def item_cf_kernel(k: int, min_cooccurrence: int, norms: Broadcast) -> Kernel:
+def item_cf_kernel(k: int, min_cooccurrence: int, norms: Broadcast, shrinkage: float = 0.0) -> Kernel:
     with_counts = min_cooccurrence > 1
 
     def kernel(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         norm_ids, norms_squared = norms.value
-        inverse_norms = 1.0 / np.sqrt(norms_squared)
         running = RunningSum()
-        for batch in batches:
-            running.add(cosine_terms(read_user_block(batch), norm_ids, inverse_norms, with_counts))
+        if shrinkage == 0:  # plain cosine: the terms are scaled before they are summed (unchanged since 0.1)
+            inverse_norms = 1.0 / np.sqrt(norms_squared)
+            for batch in batches:
+                running.add(cosine_terms(read_user_block(batch), norm_ids, inverse_norms, with_counts))
+        else:
+            for batch in batches:
+                running.add(weighted_cooccurrence_terms(read_user_block(batch), with_counts))
         total = running.total()
         if total is not None:
+            if shrinkage != 0:
+                total = shrunk_cosine(total, norm_ids, np.sqrt(norms_squared), shrinkage)
             yield from neighbour_batches(top_k(neighbour_candidates(total, min_cooccurrence), k))
 
     return kernel
@@ -186,6 +211,28 @@ def cosine_terms(block: UserBlock, norm_ids: np.ndarray, inverse_norms: np.ndarr
         return LabelledRows(block.anchor_ids, block.item_ids, (sums.tocsr(),))
     counts = block.anchors.T.tocsr() @ block.items
     return LabelledRows(block.anchor_ids, block.item_ids, (canonical(sums), canonical(counts)))
+
+
+def weighted_cooccurrence_terms(block: UserBlock, with_counts: bool) -> LabelledRows:
+    """The batch's share of ``Σ_u w_u²`` for its anchor items ``i`` and all items ``j`` (no norms), plus the user
+    counts of each pair if asked (then with sorted indices, so both line up)."""
+    activity_scale = sp.diags(1.0 / np.diff(block.items.indptr))
+    sums = (activity_scale @ block.anchors).T.tocsr() @ block.items
+    if not with_counts:
+        return LabelledRows(block.anchor_ids, block.item_ids, (sums.tocsr(),))
+    counts = block.anchors.T.tocsr() @ block.items
+    return LabelledRows(block.anchor_ids, block.item_ids, (canonical(sums), canonical(counts)))
+
+
+def shrunk_cosine(total: LabelledRows, norm_ids: np.ndarray, norms: np.ndarray, shrinkage: float) -> LabelledRows:
+    """``total`` with its sums ``Σ_u w_u²`` divided by ``‖i‖·‖j‖ + shrinkage`` (same sparsity, counts kept)."""
+    sums = total.matrices[0].tocsr()
+    row_norms = norms[np.searchsorted(norm_ids, total.row_ids)]
+    col_norms = norms[np.searchsorted(norm_ids, total.col_ids)]
+    entry_rows = np.repeat(np.arange(len(total.row_ids)), np.diff(sums.indptr))
+    scores = sums.data / (row_norms[entry_rows] * col_norms[sums.indices] + shrinkage)
+    scaled = sp.csr_matrix((scores, sums.indices, sums.indptr), shape=sums.shape)
+    return LabelledRows(total.row_ids, total.col_ids, (scaled, *total.matrices[1:]))
 
 
 def neighbour_candidates(total: LabelledRows, min_cooccurrence: int) -> ScoredRows:

@@ -31,7 +31,7 @@ per item leave the task: no user pair and no item pair is ever shuffled.
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from ..columns import ITEM_ID, USER_ID
+from ..search import Domain, FloatRange
 from ..validation import check, integer, number
 from .base import param
 from .cooccurrence import (
@@ -82,6 +83,13 @@ class SwingParams(Params):
     )
     k_neighbours = param("k_neighbours", "neighbours kept per item", integer(at_least=1))
     seed = param("seed", "seed of the max_users_per_item sample", integer())
+
+    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {
+        "alpha": FloatRange(0.0, 10.0),
+        "user_alpha": FloatRange(0.0, 50.0),
+        "user_beta": FloatRange(0.0, 1.0),
+    }
+    """What ``spark-retrieval tune`` searches (``spark_retrieval.search``); the defaults lie inside."""
 
     def __init__(self, *args):
         super().__init__(*args)

@@ -28,6 +28,8 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
+from ...errors import OutputWriteError
+from ...storage import write_failure
 from .shards import open_filesystem
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -148,12 +150,22 @@ def resumable_epochs(directory: str | None, fingerprint: str, epochs: int) -> in
 
 
 def save_checkpoint(directory: str, checkpoint: dict[str, Any]) -> None:
-    """Write to a temporary name, then move over the previous checkpoint: a reader never sees half a file."""
-    fs, path = open_filesystem(checkpoint_path(directory))
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    """Write to a temporary name, then move over the previous checkpoint: a reader never sees half a file.
+
+    A write the filesystem refuses is an ``OutputWriteError`` naming the checkpoint and the reason in one line.
+    """
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
-    temporary = f"{path}.tmp"
-    with fs.open_output_stream(temporary) as stream:
-        stream.write(buffer.getvalue())
-    fs.move(temporary, path)
+    try:
+        fs, path = open_filesystem(checkpoint_path(directory))
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        temporary = f"{path}.tmp"
+        with fs.open_output_stream(temporary) as stream:
+            stream.write(buffer.getvalue())
+        fs.move(temporary, path)
+    except Exception as error:
+        reason = write_failure(error)
+        if reason is None:
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+        raise OutputWriteError(f"could not write the checkpoint {checkpoint_path(directory)}: {reason}",
+                               destination=checkpoint_path(directory)) from None

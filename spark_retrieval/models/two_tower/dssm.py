@@ -8,12 +8,13 @@ negatives with logQ correction and accidental hits removed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...search import Choice, Domain, FloatRange, IntRange
 from ...validation import boolean, integer_list, number, one_of
 from ..base import param
 from .estimator import TwoTowerEstimator, TwoTowerParams
@@ -68,6 +69,15 @@ class DSSMParams(TwoTowerParams):
     temperature = param("temperature", "score = <u, v> / temperature", number(above=0))
     normalize = param("normalize", "L2-normalise tower outputs (score = cosine / temperature)", boolean)
     dropout = param("dropout", "dropout between MLP layers", number(at_least=0, below=1))
+
+    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {
+        **TwoTowerParams.SEARCH_SPACE,
+        "learning_rate": FloatRange(1e-4, 1e-2, log=True),
+        "temperature": FloatRange(0.02, 0.5, log=True),
+        "hidden_dims": Choice(((512, 256, 128), (256, 128), (256, 256, 128), (1024, 512, 128))),
+        "num_negatives": IntRange(5, 200, log=True, when={"loss": BCE}),  # sampled_softmax uses in-batch negatives
+    }
+    """What ``spark-retrieval tune`` searches (``spark_retrieval.search``); the defaults lie inside."""
 
     def __init__(self, *args: Any):
         super().__init__(*args)

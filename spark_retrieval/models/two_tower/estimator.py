@@ -35,6 +35,7 @@ from ...data.context import seen_items
 from ...distributed import default_nics, default_num_proc, get_launcher
 from ...distributed.processes import BACKENDS, DEFAULT_FAILURE_TIMEOUT, HOROVOD, LOCAL, TORCH_DISTRIBUTOR
 from ...errors import EmptyDataError, InvalidParameterError, MissingDependencyError, TrainingFailedError
+from ...search import Domain, IntRange
 from ...validation import boolean, check, integer, number, one_of, text, text_list
 from ..base import RetrievalEstimator, param
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -111,6 +112,13 @@ class TwoTowerParams(Params):
     )
     exclude_seen = param("exclude_seen", "drop the user's train items from their recommendations", boolean)
     verbose = param("verbose", "print loss and samples/s per epoch (rank 0, stderr)", boolean)
+
+    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {
+        # The number of epochs is chosen on validation like any other parameter (searched even where a
+        # benchmark row's preset sets it); no early stopping inside one fit.
+        "epochs": IntRange(1, 12),
+    }
+    """What every two-tower family tunes; a family's mixin adds its own (``spark_retrieval.search``)."""
 
     def __init__(self, *args: Any):
         super().__init__(*args)

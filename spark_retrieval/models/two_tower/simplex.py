@@ -9,12 +9,13 @@ tower's item embeddings; ``e_item`` sums the item tower's embeddings. Trained wi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...search import Domain, FloatRange
 from ...validation import check, number
 from ..base import param
 from .estimator import TwoTowerEstimator, TwoTowerParams
@@ -69,6 +70,16 @@ class SimpleXParams(TwoTowerParams):
     margin = param("margin", "CCL margin: negatives with cosine below it cost nothing", number(at_least=-1, at_most=1))
     negative_weight = param("negative_weight", "CCL weight w of the negatives' mean hinge", number(at_least=0))
     dropout = param("dropout", "dropout on the user vector before normalisation", number(at_least=0, below=1))
+
+    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {
+        **TwoTowerParams.SEARCH_SPACE,
+        "negative_weight": FloatRange(1.0, 100.0, log=True),
+        "margin": FloatRange(0.0, 1.0),
+        "gate": FloatRange(0.0, 1.0),
+        "learning_rate": FloatRange(1e-4, 1e-2, log=True),
+        "dropout": FloatRange(0.0, 0.5),
+    }
+    """What ``spark-retrieval tune`` searches (``spark_retrieval.search``); the defaults lie inside."""
 
     def __init__(self, *args: Any):
         super().__init__(*args)
