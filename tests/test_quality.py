@@ -3,8 +3,8 @@
 The floors sit well under what the rows reach (README's table) so that only a broken model fails: one
 that trains to noise lands at Global Hot (0.05) or below (random lists: about 0.002). The two-tower rows
 train for one epoch on one process here (the test is about learning at all, not about the best figure):
-softmax and SimpleX clear Global Hot by far after one epoch, the bce rows only just (0.058 and 0.053
-measured), so their floors are lower and every row is asserted above Global Hot.
+softmax and SimpleX reach 0.0698 and 0.0692 after one epoch, the bce rows 0.058 and 0.053 (measured on
+this protocol, seed 0), so the floors sit under those and every row is asserted above Global Hot.
 """
 
 import pytest
@@ -21,8 +21,8 @@ FLOORS = {
     "als": 0.09,
     "dssm_bce_neg10": 0.052,  # one epoch of bce learns little: 0.058 (0.0948 after its 5)
     "dssm_bce_neg100": 0.052,  # 0.053 after one epoch (0.1041 after its 7)
-    "dssm_softmax": 0.07,
-    "simplex_ccl": 0.07,
+    "dssm_softmax": 0.06,  # 0.0698 after one epoch (0.1241 after its 5)
+    "simplex_ccl": 0.06,  # 0.0692 after one epoch (0.1789 after its 10)
 }
 ONE_EPOCH_ONE_PROCESS = {"backend": "local", "epochs": 1}
 
