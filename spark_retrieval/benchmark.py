@@ -65,6 +65,8 @@ def run_benchmark(
     bootstrap: int = DEFAULT_RESAMPLES,
     seeds: Sequence[int] | str | None = None,
     tuned: Mapping[str, Mapping[str, Any]] | None = None,
+    side: Mapping[str, DataFrame | None] | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> BenchmarkResult:
     """Split ``ratings`` once, then fit, recommend and evaluate each model on the same split.
 
@@ -77,6 +79,8 @@ def run_benchmark(
     ``seeds``: the seeds a stochastic row is fitted with (default: ``[seed]``); its plain metrics, its
     intervals and its paired comparison are those of the first seed's fit, ``seed_mean`` / ``seed_std`` the
     spread across all of them. A deterministic row (see ``is_stochastic``) is fitted once, with ``seeds[0]``.
+    ``side``: ``item_features`` / ``user_features`` for the models that read them; ``source``: the event log's
+    description (``data.event_log``), kept in the results as ``source``.
     """
     if not isinstance(k, int) or k < 1:
         raise InvalidParameterError(f"k must be a positive integer, got {k!r}")
@@ -98,6 +102,8 @@ def run_benchmark(
         "seed": seed,
         "seeds": list(seeds),
     }
+    if source:
+        settings["source"] = dict(source)
     if bootstrap:
         settings["bootstrap"] = {
             "resamples": bootstrap,
@@ -117,16 +123,17 @@ def run_benchmark(
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     )
+    side_tables = dict(side or {})
     per_query_of: dict[str, DataFrame] = {}  # each row's per-query metrics, kept for the paired comparisons
     try:
         for name in models:
             chosen = (tuned or {}).get(name)
             params = chosen["params"] if chosen else None
-            stochastic = is_stochastic(build_estimator(name, seeds[0], params), train)
+            stochastic = is_stochastic(build_estimator(name, seeds[0], params, positive_threshold, **side_tables), train)
             runs = []
             for index, run_seed in enumerate(seeds if stochastic else seeds[:1]):
                 first = index == 0
-                estimator = build_estimator(name, run_seed, params)
+                estimator = build_estimator(name, run_seed, params, positive_threshold, **side_tables)
                 progress(f"fitting {name}" + (f" (seed {run_seed})" if stochastic and len(seeds) > 1 else ""))
                 started = time.perf_counter()
                 model = estimator.fit(train)
@@ -269,45 +276,73 @@ def run_environment() -> dict[str, Any]:
     }
 
 
-def benchmark_movielens(
+def report_benchmark(
     spark: SparkSession,
+    ratings: DataFrame,
     dataset: str,
-    path: str | None,
     *,
-    models: str | list[str],
-    k: int,
-    holdout: int,
-    positive_threshold: float,
-    seed: int,
     output: str | None,
     progress: Progress = SILENT,
-    bootstrap: int = DEFAULT_RESAMPLES,
-    seeds: Sequence[int] | str | None = None,
-    tuned: Mapping[str, Mapping[str, Any]] | None = None,
+    **settings: Any,
 ) -> BenchmarkResult:
-    """Load a MovieLens release (``path``: its folder; None for the bundled one), run the benchmark on it,
-    print the table on stdout and write the report to ``output`` when one is given: the CLI's and the
-    benchmark job's whole work. ``bootstrap``, ``seeds``, ``tuned``: see ``run_benchmark``."""
-    from .data.movielens import load_movielens
-
-    progress(f"loading {dataset}" + (f" from {path}" if path else ""))
-    ratings = load_movielens(spark, dataset, path).ratings
-    result = run_benchmark(
-        spark,
-        ratings,
-        dataset=dataset,
-        models=models,
-        k=k,
-        holdout=holdout,
-        positive_threshold=positive_threshold,
-        seed=seed,
-        progress=progress,
-        bootstrap=bootstrap,
-        seeds=seeds,
-        tuned=tuned,
-    )
+    """``run_benchmark`` (``settings``: its keyword arguments), then the table on stdout and the report written
+    to ``output`` when one is given: the CLI's and the benchmark job's whole work once the data is loaded."""
+    result = run_benchmark(spark, ratings, dataset=dataset, progress=progress, **settings)
     print(result.to_markdown(), flush=True)
     if output:
         result.write(output)
         progress(f"wrote {output}/results.md, results.json and results.png")
     return result
+
+
+def benchmark_movielens(
+    spark: SparkSession,
+    dataset: str,
+    path: str | None,
+    *,
+    output: str | None = None,
+    progress: Progress = SILENT,
+    **settings: Any,
+) -> BenchmarkResult:
+    """Load a MovieLens release (``path``: its folder; None for the bundled one) and ``report_benchmark`` it."""
+    from .data.movielens import load_movielens
+
+    progress(f"loading {dataset}" + (f" from {path}" if path else ""))
+    ratings = load_movielens(spark, dataset, path).ratings
+    return report_benchmark(spark, ratings, dataset, output=output, progress=progress, **settings)
+
+
+def open_event_log(spark: SparkSession, log, positive_threshold: float | None, schema: str | None, progress: Progress):
+    """``load_event_log``, the threshold to split with and the two-tower rows' side inputs (tables, schema)."""
+    from .data.event_log import load_event_log
+    from .report import source_line
+
+    progress(f"loading {log.interactions}")
+    loaded = load_event_log(spark, log)
+    threshold = loaded.positive_threshold(positive_threshold)
+    progress("data: " + source_line(loaded.description))
+    side = {"item_features": loaded.item_features, "user_features": loaded.user_features, "schema": schema}
+    return loaded, threshold, side
+
+
+def benchmark_event_log(
+    spark: SparkSession,
+    log,
+    *,
+    positive_threshold: float | None = None,
+    schema: str | None = None,
+    output: str | None = None,
+    progress: Progress = SILENT,
+    **settings: Any,
+) -> BenchmarkResult:
+    """Read, check and index a user's event log (``data.event_log.EventLog``) and ``report_benchmark`` it, its
+    side tables (and ``schema``, a two-tower feature schema) going to the two-tower rows.
+    ``positive_threshold`` None: 2.0 when the log has ratings; a log without ratings takes none."""
+    loaded, threshold, side = open_event_log(spark, log, positive_threshold, schema, progress)
+    try:
+        return report_benchmark(
+            spark, loaded.ratings, log.interactions, output=output, progress=progress,
+            positive_threshold=threshold, side=side, source=loaded.description, **settings,
+        )
+    finally:
+        loaded.unpersist()

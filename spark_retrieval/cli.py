@@ -63,12 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_run_arguments(parser: argparse.ArgumentParser, datasets, models, output_help: str) -> None:
     """The options every command that loads a dataset and runs models shares."""
-    parser.add_argument("--dataset", default="ml-latest-small", help=f"one of {', '.join(datasets)}")
+    parser.add_argument("--dataset", help=f"a MovieLens release, one of {', '.join(datasets)} (default ml-latest-small)")
     parser.add_argument("--data-dir", help="folder or URI holding the dataset's native files (bundled data needs none)")
+    from .data.event_log import FORMATS
+
+    log = parser.add_argument_group("your own event log (instead of --dataset)")
+    log.add_argument("--interactions", metavar="URI", help="file, folder or glob of events: one row per event")
+    log.add_argument("--format", choices=FORMATS, help="parquet, csv (with a header) or json (default: from the extension, else parquet)")
+    log.add_argument("--columns", help="your column names, e.g. user_id=uid,item_id=sku,timestamp=ts[,rating=score]; "
+                     "no rating column: every event is a positive")
+    log.add_argument("--items", metavar="URI", help="item table (same id column as the log) for the two-tower models")
+    log.add_argument("--users", metavar="URI", help="user table (same id column as the log) for the two-tower models")
+    log.add_argument("--schema", help="two-tower feature schema (YAML) naming the side tables' columns (default: the row's own)")
     parser.add_argument("--models", default="all", help=f"'all' or a comma list of: {', '.join(models)}")
     parser.add_argument("--k", type=positive_int, default=20, help="list length for every metric (default 20)")
     parser.add_argument("--holdout", type=positive_int, default=3, help="events held out per user (default 3)")
-    parser.add_argument("--positive-threshold", type=finite_float, default=2.0, help="held-out events rated above this are queries")
+    parser.add_argument("--positive-threshold", type=finite_float,
+                        help="held-out events rated above this are queries (default 2.0; a log without ratings takes none)")
     parser.add_argument("--master", help="Spark master URL when no session is active (default local[*])")
     parser.add_argument("--output", help=output_help)
     parser.add_argument("--seed", type=int, default=0, help="seed for every random choice")
@@ -80,7 +91,16 @@ def check_run_arguments(args: argparse.Namespace) -> list[Destination]:
     """Every check of a run's common options that needs no Spark; returns its destinations, checked."""
     from .data.movielens import DATASETS
 
-    if args.dataset not in DATASETS:
+    if args.interactions is not None:
+        if args.dataset or args.data_dir:
+            raise InvalidParameterError("--interactions reads your own log: drop --dataset / --data-dir")
+        event_log(args)  # checks --format and --columns
+    else:
+        for option in ("format", "columns", "items", "users", "schema"):
+            if getattr(args, option) is not None:
+                raise InvalidParameterError(f"--{option} describes an event log: give --interactions too")
+        args.dataset = args.dataset or "ml-latest-small"
+    if args.dataset is not None and args.dataset not in DATASETS:
         raise InvalidParameterError(f"unknown dataset {args.dataset!r}; choose from: {', '.join(DATASETS)}")
     if args.data_dir and "://" not in args.data_dir:
         if not os.path.exists(args.data_dir):
@@ -92,6 +112,27 @@ def check_run_arguments(args: argparse.Namespace) -> list[Destination]:
     destinations = [Destination(args.output, "--output")] if args.output else []
     check_before_spark(destinations)  # local folders and S3 prefixes: before Spark starts
     return destinations
+
+
+def event_log(args: argparse.Namespace):
+    from .data.event_log import EventLog, parse_columns
+
+    return EventLog(args.interactions, args.format, parse_columns(args.columns), args.items, args.users)
+
+
+def load_run_data(spark, args: argparse.Namespace, progress):
+    """The interactions, the positive threshold, the side tables and the source description of a run."""
+    if args.interactions is None:
+        from .data.movielens import load_movielens
+
+        progress(f"loading {args.dataset}" + (f" from {args.data_dir}" if args.data_dir else ""))
+        ratings = load_movielens(spark, args.dataset, args.data_dir).ratings
+        threshold = 2.0 if args.positive_threshold is None else args.positive_threshold
+        return ratings, threshold, {}, None
+    from .benchmark import open_event_log
+
+    loaded, threshold, side = open_event_log(spark, event_log(args), args.positive_threshold, args.schema, progress)
+    return loaded.ratings, threshold, side, loaded.description
 
 
 def start_run(args: argparse.Namespace, destinations: list[Destination]):
@@ -107,7 +148,7 @@ def start_run(args: argparse.Namespace, destinations: list[Destination]):
 
 
 def run_benchmark_command(args: argparse.Namespace) -> int:
-    from .benchmark import benchmark_movielens, parse_seeds
+    from .benchmark import parse_seeds, report_benchmark
     from .models.registry import resolve_models
     from .significance import check_resamples
     from .tuning import read_tuned
@@ -118,18 +159,21 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     tuned = read_tuned(args.params, models) if args.params else None
     destinations = check_run_arguments(args)
     spark, progress = start_run(args, destinations)
-    benchmark_movielens(
+    ratings, threshold, side, source = load_run_data(spark, args, progress)
+    report_benchmark(
         spark,
-        args.dataset,
-        args.data_dir,
+        ratings,
+        args.interactions or args.dataset,
         models=models,
         k=args.k,
         holdout=args.holdout,
-        positive_threshold=args.positive_threshold,
+        positive_threshold=threshold,
         seed=args.seed,
         bootstrap=args.bootstrap,
         seeds=seeds,
         tuned=tuned,
+        side=side,
+        source=source,
         output=args.output,
         progress=progress,
     )
@@ -137,7 +181,6 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
 
 
 def run_tune_command(args: argparse.Namespace) -> int:
-    from .data.movielens import load_movielens
     from .data.split import temporal_split
     from .destinations import is_local
     from .tuning import check_tuning_arguments, tune, write_tuning
@@ -149,9 +192,8 @@ def run_tune_command(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--output {args.output}: the Optuna study is SQLite, which needs a local folder")
     destinations = check_run_arguments(args)
     spark, progress = start_run(args, destinations)
-    progress(f"loading {args.dataset}" + (f" from {args.data_dir}" if args.data_dir else ""))
-    ratings = load_movielens(spark, args.dataset, args.data_dir).ratings
-    split = temporal_split(ratings, holdout=args.holdout, positive_threshold=args.positive_threshold)
+    ratings, threshold, side, _ = load_run_data(spark, args, progress)
+    split = temporal_split(ratings, holdout=args.holdout, positive_threshold=threshold)
     # Only train goes to the tuner: the test set is never read while tuning.
     result = tune(
         split.train,
@@ -160,10 +202,11 @@ def run_tune_command(args: argparse.Namespace) -> int:
         metric=args.metric,
         k=args.k,
         holdout=args.holdout,
-        positive_threshold=args.positive_threshold,
+        positive_threshold=threshold,
         seed=args.seed,
         storage_dir=args.output,
         progress=progress,
+        side=side,
     )
     write_tuning(result, args.output)
     progress(f"wrote {args.output}/tuned.json and tuning.png")

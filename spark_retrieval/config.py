@@ -5,6 +5,9 @@ an unknown key, a value of the wrong type or an unset ``${VAR}`` is one ``Config
 file and the dotted key.
 
     data:   {dataset: ml-1m, path: "${DATA_DIR}", holdout: 3, positive_threshold: 2.0}
+    # or a user's own event log (no rating column: every event is a positive, no positive_threshold):
+    # data: {interactions: s3://bucket/events/, format: parquet, columns: {user_id: uid, item_id: sku, timestamp: ts},
+    #        items: s3://bucket/items/, users: null, schema: null, holdout: 3}
     model:  {name: item_cf, params: {k_neighbours: 100}}   # params go to the estimator as is
     models: all                                            # the benchmark and tune jobs' rows
     params: null                                           # the benchmark job: a tuned.json (tune job's output)
@@ -40,10 +43,22 @@ class ConfigError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str
+    """A MovieLens ``dataset`` (with ``path``), or a user's event log: ``interactions`` and how to read it."""
+
+    dataset: typing.Optional[str] = None
     path: typing.Optional[str] = None
+    interactions: typing.Optional[str] = None
+    format: typing.Optional[str] = None
+    columns: dict = field(default_factory=dict)
+    items: typing.Optional[str] = None
+    users: typing.Optional[str] = None
+    schema: typing.Optional[str] = None
     holdout: int = 3
-    positive_threshold: float = 2.0
+    positive_threshold: typing.Optional[float] = None
+
+    @property
+    def name(self) -> str:
+        return self.interactions or self.dataset or "ml-latest-small"
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,15 @@ from .progress import Progress
 from .session import check_master
 
 
-def build_estimator(config: JobConfig) -> RetrievalEstimator:
-    """The configured model: the registry's row (seeded), then ``model.params`` set on it."""
+def build_estimator(config: JobConfig, positive_threshold: float | None = None, **side) -> RetrievalEstimator:
+    """The configured model: the registry's row (seeded; ``positive_threshold`` and ``side`` as
+    ``registry.build_estimator`` takes them), then ``model.params`` set on it."""
     if config.model is None:
         raise ConfigError(f"{config.source}: missing required key 'model' (model: {{name: …, params: {{…}}}})")
     name, params = config.model.name, config.model.params
     if name not in MODELS:
         raise ConfigError(f"{config.source}: model.name: unknown model {name!r}; choose from: {', '.join(MODELS)}")
-    estimator = build_registered(name, config.seed)
+    estimator = build_registered(name, config.seed, None, positive_threshold, **side)
     for key, value in params.items():
         if not estimator.hasParam(key):
             allowed = ", ".join(sorted(p.name for p in estimator.params))
@@ -55,12 +56,28 @@ def validate(config: JobConfig, job: str) -> None:
     """Every check of the config itself (no I/O), so a bad config fails in milliseconds."""
     from .data.movielens import DATASETS
 
-    if config.data.dataset not in DATASETS:
+    data = config.data
+    if data.interactions is not None:
+        if data.dataset is not None or data.path is not None:
+            raise ConfigError(f"{config.source}: data: give either interactions (your event log) or dataset/path (MovieLens), not both")
+        try:
+            event_log(config)
+        except UserError as error:
+            raise ConfigError(f"{config.source}: data: {error}") from None
+    else:
+        for key in ("format", "items", "users", "schema"):
+            if getattr(data, key) is not None:
+                raise ConfigError(f"{config.source}: data.{key} describes an event log: give data.interactions too")
+        if data.columns:
+            raise ConfigError(f"{config.source}: data.columns describes an event log: give data.interactions too")
+        if data.dataset is None:
+            raise ConfigError(f"{config.source}: data: give dataset (a MovieLens release) or interactions (your event log)")
+    if data.dataset is not None and data.dataset not in DATASETS:
         raise ConfigError(f"{config.source}: data.dataset: unknown dataset {config.data.dataset!r}; choose from: {', '.join(DATASETS)}")
     for key, value in (("k", config.k), ("data.holdout", config.data.holdout)):
         if value < 1:
             raise ConfigError(f"{config.source}: {key}: expected a positive integer, got {value}")
-    if not math.isfinite(config.data.positive_threshold):
+    if config.data.positive_threshold is not None and not math.isfinite(config.data.positive_threshold):
         raise ConfigError(f"{config.source}: data.positive_threshold: expected a finite number, got {config.data.positive_threshold}")
     if config.master is not None:
         check_master(config.master, f"{config.source}: master:")
@@ -128,26 +145,89 @@ def job_destinations(config: JobConfig, job: str, estimator: RetrievalEstimator 
 # -- the jobs --------------------------------------------------------------------------------------
 
 
+def event_log(config: JobConfig):
+    from .data.event_log import EventLog
+
+    data = config.data
+    return EventLog(data.interactions, data.format, data.columns, data.items, data.users)
+
+
+def load_data(spark: SparkSession, config: JobConfig, progress: Progress):
+    """The configured interactions, the threshold to split with, the two-tower rows' side inputs, the source
+    description (None for MovieLens) and the id indexes (None for MovieLens)."""
+    data = config.data
+    if data.interactions is None:
+        from .data.movielens import load_movielens
+
+        progress(f"loading {data.name}" + (f" from {data.path}" if data.path else ""))
+        ratings = load_movielens(spark, data.name, data.path).ratings
+        threshold = 2.0 if data.positive_threshold is None else data.positive_threshold
+        return ratings, threshold, {}, None, None
+    from .benchmark import open_event_log
+
+    loaded, threshold, side = open_event_log(spark, event_log(config), data.positive_threshold, data.schema, progress)
+    return loaded.ratings, threshold, side, loaded.description, loaded
+
+
+SOURCE = "source"
+"""split/source: one row, the threshold the split was made with and the data's description (JSON)."""
+
+
 def prepare(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
-    from .data.movielens import load_movielens
+    """Split the data; an event log's id indexes go to split/ids/{users,items} (dense id, original id)."""
     from .data.split import temporal_split
     from .storage import atomic_directory
 
     data = config.data
-    ratings = load_movielens(spark, data.dataset, data.path).ratings
-    split = temporal_split(ratings, holdout=data.holdout, positive_threshold=data.positive_threshold)
+    ratings, threshold, _, description, loaded = load_data(spark, config, progress)
+    split = temporal_split(ratings, holdout=data.holdout, positive_threshold=threshold)
     counts = split.counts()
     progress("split: " + ", ".join(f"{key} {value:,}" for key, value in counts.items()))
-    split.require_queries(counts, data.path or data.dataset)
+    split.require_queries(counts, data.path or data.name)
     # train and test are published together: a reader never pairs a new train with an old test.
     with atomic_directory(spark, config.path("split")) as staging:
         for part, frame in (("train", split.train), ("test", split.test)):
             frame.write.parquet(f"{staging}/{part}")
+        source = json.dumps(description or {"dataset": data.name})
+        spark.createDataFrame([(float(threshold), source)], "positive_threshold double, description string").coalesce(1) \
+            .write.parquet(f"{staging}/{SOURCE}")
+        if loaded is not None:
+            loaded.users.save(f"{staging}/ids/users")
+            loaded.items.save(f"{staging}/ids/items")
+    if loaded is not None:
+        loaded.unpersist()
     progress(f"wrote {config.path('split', 'train')} and {config.path('split', 'test')}")
 
 
+def split_side(spark: SparkSession, config: JobConfig) -> dict:
+    """An event log's side tables on the dense ids prepare wrote (split/ids), and the schema, for the two-tower
+    models; nothing for MovieLens."""
+    from .columns import ITEM_ID, USER_ID
+    from .data.event_log import IdIndex, side_table
+
+    data = config.data
+    if data.interactions is None:
+        return {}
+    side = {"schema": data.schema}
+    for key, path, column, kind in (("item_features", data.items, ITEM_ID, "items"), ("user_features", data.users, USER_ID, "users")):
+        if path is not None:
+            index = IdIndex(column, read_split(spark, config, f"ids/{kind}"))
+            side[key] = side_table(spark, event_log(config), path, column, index, kind)
+    return side
+
+
+def split_threshold(spark: SparkSession, config: JobConfig) -> float:
+    """The threshold split/ was made with (prepare records it), else the config's or 2.0."""
+    from .storage import path_exists
+
+    path = config.path("split", SOURCE)
+    if path_exists(spark, path):
+        return spark.read.parquet(path).first()["positive_threshold"]
+    return 2.0 if config.data.positive_threshold is None else config.data.positive_threshold
+
+
 def train(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
-    estimator = build_estimator(config)
+    estimator = build_estimator(config, split_threshold(spark, config), **split_side(spark, config))
     progress(f"fitting {config.model.name}")
     model = estimator.fit(read_split(spark, config, "train"))
     try:
@@ -187,7 +267,7 @@ def evaluate(spark: SparkSession, config: JobConfig, progress: Progress) -> None
     catalog = read_split(spark, config, "train").select(ITEM_ID).distinct()
     progress(f"evaluating {config.model.name} at k = {config.k}")
     metrics = evaluate_recommendations(model.recommend(test, config.k), test, k=config.k, catalog=catalog)
-    report = {"model": config.model.name, "dataset": config.data.dataset, "k": config.k, **metrics}
+    report = {"model": config.model.name, "dataset": config.data.name, "k": config.k, **metrics}
     text = json.dumps(report, indent=2) + "\n"
     try:
         write_small_text(metrics_path(config), text, spark)
@@ -209,11 +289,12 @@ def tune(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
     result = tune_models(
         read_split(spark, config, "train"),
         config.models,
+        side=split_side(spark, config),
         trials=config.trials,
         metric=config.metric,
         k=config.k,
         holdout=config.data.holdout,
-        positive_threshold=config.data.positive_threshold,
+        positive_threshold=split_threshold(spark, config),
         seed=config.seed,
         storage_dir=config.path("tuning"),
         progress=progress,
@@ -223,7 +304,7 @@ def tune(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
 
 
 def benchmark(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
-    from .benchmark import benchmark_movielens
+    from .benchmark import report_benchmark
     from .tuning import read_tuned
 
     data = config.data
@@ -233,21 +314,28 @@ def benchmark(spark: SparkSession, config: JobConfig, progress: Progress) -> Non
             tuned = read_tuned(config.params, config.models)
         except UserError as error:
             raise ConfigError(f"{config.source}: params: {error}") from None
-    benchmark_movielens(
-        spark,
-        data.dataset,
-        data.path,
-        models=config.models,
-        k=config.k,
-        holdout=data.holdout,
-        positive_threshold=data.positive_threshold,
-        seed=config.seed,
-        bootstrap=config.bootstrap,
-        seeds=config.seeds,
-        tuned=tuned,
-        output=config.path("benchmark"),
-        progress=progress,
-    )
+    ratings, threshold, side, description, loaded = load_data(spark, config, progress)
+    try:
+        report_benchmark(
+            spark,
+            ratings,
+            data.name,
+            models=config.models,
+            k=config.k,
+            holdout=data.holdout,
+            positive_threshold=threshold,
+            seed=config.seed,
+            bootstrap=config.bootstrap,
+            seeds=config.seeds,
+            tuned=tuned,
+            side=side,
+            source=description,
+            output=config.path("benchmark"),
+            progress=progress,
+        )
+    finally:
+        if loaded is not None:
+            loaded.unpersist()
 
 
 JOBS: dict[str, Callable[[SparkSession, JobConfig, Progress], None]] = {

@@ -153,10 +153,22 @@ def table_notes(rows: list[dict[str, Any]], k: int, bootstrap: dict[str, Any] | 
 def markdown_report(document: dict[str, Any]) -> str:
     split = ", ".join(f"{key} {value:,}" for key, value in document["split"].items())
     table = markdown_table(document["results"], document["k"], document.get("bootstrap"))
+    source = document.get("source")
+    data = f"Data: {source_line(source)}.\n\n" if source else ""
     return (
-        f"# Benchmark: {document['dataset']}, K = {document['k']}\n\nSplit: {split}.\n\n"
+        f"# Benchmark: {document['dataset']}, K = {document['k']}\n\n{data}Split: {split}.\n\n"
         f"{table}\n\n![results]({PLOT_FILE})\n"
     )
+
+
+def source_line(source: dict[str, Any]) -> str:
+    """One line naming an event log's source and how it was read (``data.event_log`` description)."""
+    columns = ", ".join(f"{ours}={theirs}" for ours, theirs in source["columns"].items())
+    parts = [f"{source['source']} ({source['format']}; {columns})", f"timestamps: {source['timestamps']}", source["feedback"]]
+    parts += [f"{kind}: {source[kind]}" for kind in ("items", "users") if source.get(kind)]
+    if source.get("ignored"):
+        parts.append(f"ignored: {source['ignored']}")
+    return "; ".join(parts)
 
 
 def report_files(document: dict[str, Any]) -> dict[str, bytes]:

@@ -155,6 +155,7 @@ def tune(
     progress: Callable[[str], None] = SILENT,
     spaces: Mapping[str, Mapping[str, Domain]] | None = None,
     fixed: Mapping[str, Mapping[str, Any]] | None = None,
+    side: Mapping[str, DataFrame | None] | None = None,
 ) -> TuningResult:
     """Tune each of ``models`` with ``trials`` trials on the validation split of ``train`` (see the module
     docstring); the test set is not an argument.
@@ -162,7 +163,8 @@ def tune(
     ``train``: the benchmark split's train interactions (``temporal_split(...).train``). ``spaces``: per model,
     a search space replacing its declared one; ``fixed``: per model, parameters set in every trial and not
     searched (both optional). ``storage_dir``: a local folder for ``study.db`` (resume); ``None`` keeps the
-    studies in memory. Bad arguments raise ``InvalidParameterError`` before anything is read or written.
+    studies in memory. ``side``: ``item_features`` / ``user_features`` for the models that read them.
+    Bad arguments raise ``InvalidParameterError`` before anything is read or written.
     """
     names = check_tuning_arguments(models, trials, metric, k, holdout, seed)
     if not is_real(positive_threshold):
@@ -221,7 +223,7 @@ def tune(
         for name in names:
             result.models[name] = _tune_model(
                 optuna, storage, name, plans[name], fixed.get(name, {}), settings[name], trials, seed,
-                validation_train, validation_queries, progress,
+                validation_train, validation_queries, progress, dict(side or {}),
             )
         return result
     finally:
@@ -263,6 +265,7 @@ def _tune_model(
     validation_train: DataFrame,
     validation_queries: DataFrame,
     progress: Callable[[str], None],
+    side: dict[str, DataFrame | None],
 ) -> ModelTuning:
     from optuna.trial import TrialState
 
@@ -286,7 +289,8 @@ def _tune_model(
         try:
             suggested = {key: domain.suggest(trial, key) for key, domain in space.items()}
             started = time.perf_counter()
-            model = build_estimator(name, seed, {**fixed, **suggested}).fit(validation_train)
+            threshold = settings["positive_threshold"]
+            model = build_estimator(name, seed, {**fixed, **suggested}, threshold, **side).fit(validation_train)
             metrics = evaluate(model.recommend(validation_queries, k), validation_queries, k=k)
             seconds = time.perf_counter() - started
         except BaseException:

@@ -18,7 +18,7 @@ ENV = {"DATA_DIR": "/data/ml-1m"}
 def test_substitution_defaults_and_types():
     config = parse_config(BASE, "conf.yaml", environ=ENV)
     assert config.data.path == "/data/ml-1m" and config.output == "/tmp/out"
-    assert config.data.holdout == 3 and config.data.positive_threshold == 2.0 and config.k == 10
+    assert config.data.holdout == 3 and config.data.positive_threshold is None and config.k == 10  # 2.0 with ratings
     assert config.model.params == {"k_neighbours": 50}
     assert parse_config(BASE, "conf.yaml", environ={**ENV, "OUTPUT": "s3://b/p"}).path("metrics") == "s3://b/p/metrics"
 

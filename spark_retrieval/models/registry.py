@@ -8,6 +8,7 @@ imported on first use, so the optional dependencies of the two-tower models (tor
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -35,6 +36,11 @@ class RegisteredModel:
     def seeded(self) -> bool:
         """Whether the estimator takes a ``seed`` (a model without one is deterministic)."""
         return isinstance(getattr(self.estimator_class(), "seed", None), Param)
+
+    @property
+    def reads_side_tables(self) -> bool:
+        """Whether the estimator takes ``item_features`` / ``user_features`` (the two-tower models do)."""
+        return "item_features" in inspect.signature(self.estimator_class().__init__).parameters
 
 
 _MODELS = "spark_retrieval.models"
@@ -88,13 +94,27 @@ def resolve_models(spec: str | Sequence[str]) -> list[str]:
     return list(names)
 
 
-def build_estimator(name: str, seed: int = 0, params: Mapping[str, Any] | None = None, **side: Any) -> RetrievalEstimator:
+def build_estimator(
+    name: str,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+    positive_threshold: float | None = None,
+    **side: Any,
+) -> RetrievalEstimator:
     """The model ``name`` with its row's preset, ``seed`` (when it takes one) and then ``params`` on top.
 
-    ``side`` goes to the constructor as is (the two-tower models' ``item_features`` / ``user_features``).
+    ``positive_threshold``: the split's, given to the models that pick their own positives from train (the
+    two-tower ones) unless ``params`` sets theirs, so every row learns from the same positives.
+
+    ``side``: ``item_features`` / ``user_features`` tables, given to the models that read them (the two-tower
+    ones) and left out for the others; None values are dropped.
     """
     if name not in MODELS:
         raise InvalidParameterError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
     entry = MODELS[name]
     seeded = {"seed": seed} if entry.seeded else {}
-    return entry.estimator_class()(**{**entry.preset, **seeded, **dict(params or {})}, **side)
+    side = {key: table for key, table in side.items() if table is not None} if entry.reads_side_tables else {}
+    estimator = entry.estimator_class()(**{**entry.preset, **seeded, **dict(params or {})}, **side)
+    if positive_threshold is not None and estimator.hasParam("positive_threshold") and not estimator.isSet("positive_threshold"):
+        estimator._set(positive_threshold=positive_threshold)
+    return estimator

@@ -29,12 +29,13 @@ from typing import Any, ClassVar, Iterator
 
 from pyspark.ml.param import Param, Params
 from pyspark.sql import DataFrame
+from pyspark.sql.types import ArrayType
 
 from ...columns import ITEM_ID, TIMESTAMP, USER_ID
 from ...data.context import seen_items
 from ...distributed import default_nics, default_num_proc, get_launcher
 from ...distributed.processes import BACKENDS, DEFAULT_FAILURE_TIMEOUT, HOROVOD, LOCAL, TORCH_DISTRIBUTOR
-from ...errors import EmptyDataError, InvalidParameterError, MissingDependencyError, TrainingFailedError
+from ...errors import EmptyDataError, InvalidParameterError, MalformedDataError, MissingDependencyError, TrainingFailedError
 from ...search import Domain, IntRange
 from ...validation import boolean, check, integer, number, one_of, text, text_list
 from ..base import RetrievalEstimator, param
@@ -43,7 +44,7 @@ from .checkpoint import checkpoint_path, read_checkpoint, resumable_epochs, stat
 from .losses import SAMPLED_SOFTMAX
 from .model import TwoTowerModel
 from .network import network_spec
-from .schema import FeatureSchema, load_schema
+from .schema import ITEM_FEATURES, USER_FEATURES, FeatureSchema, load_schema
 from .training import RankResult, TrainingJob, train_on_rank
 from .training_data import build_feature_tables, number_of_files, training_examples, write_training_files
 
@@ -206,12 +207,26 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         return schema.with_embedding_dim(dim) if dim is not None else schema
 
     def resolved_schema(self, train: DataFrame) -> FeatureSchema:
-        """The schema fitted to the given tables; a column the data lacks raises ``MalformedDataError`` here."""
-        return self.feature_schema().resolve(
+        """The schema fitted to the given tables; a column the data lacks, or a list feature whose column is
+        not an array, raises ``MalformedDataError`` here."""
+        schema = self.feature_schema().resolve(
             train.columns,
             self.user_features.columns if self.user_features is not None else None,
             self.item_features.columns if self.item_features is not None else None,
         )
+        tables = {USER_FEATURES: self.user_features, ITEM_FEATURES: self.item_features}
+        for feature in schema.features:
+            table = tables.get(feature.source)
+            if table is None or not feature.is_list:
+                continue
+            kind = table.schema[feature.name].dataType
+            if not isinstance(kind, ArrayType):
+                raise MalformedDataError(
+                    f"{feature.source} column {feature.name!r} is {kind.simpleString()}, but the schema's "
+                    f"{feature.kind} feature {feature.name!r} needs an array column (e.g. split the text with "
+                    "pyspark.sql.functions.split, or store the table as parquet/JSON with a list)"
+                )
+        return schema
 
     def _fit_interactions(self, train: DataFrame) -> TwoTowerModel:
         spark = train.sparkSession
