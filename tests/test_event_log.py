@@ -60,9 +60,24 @@ def test_load_indexes_string_ids_in_order_reads_iso_times_as_utc_and_treats_ever
     assert genres.first()["genres"] == ["odd", "any"]
     with pytest.raises(InvalidParameterError, match="no rating column"):
         loaded.positive_threshold(3.0)
-    recommendations = spark.createDataFrame([(0, [index["sku-003"], index["sku-001"]])], "user_id long, items array<long>")
-    decoded = loaded.users.decode(loaded.items.decode(recommendations, "items")).first()
-    assert decoded["user_id"] == "user-000" and decoded["items"] == ["sku-003", "sku-001"]
+    lists = spark.createDataFrame([(0, [index["sku-003"], index["sku-001"]]), (1, [])], "user_id long, items array<long>")
+    decoded = {row["user_id"]: row["items"] for row in loaded.users.decode(loaded.items.decode(lists, "items")).collect()}
+    assert decoded == {"user-000": ["sku-003", "sku-001"], "user-001": []}
+
+
+def test_a_models_lists_and_neighbours_decode_to_the_original_ids(spark, click_log):
+    from spark_retrieval.models import ItemCF
+
+    clicks, _ = click_log
+    loaded = load_event_log(spark, EventLog(str(clicks), columns=parse_columns(COLUMNS)))
+    model = ItemCF().fit(loaded.ratings)
+    neighbours = model.similar_items(3)
+    decoded = loaded.items.decode(loaded.items.decode(neighbours, "neighbours"))
+    originals = {row["item_id"]: row["original_id"] for row in loaded.items.table.collect()}
+    expected = {originals[row["item_id"]]: [(originals[n["item_id"]], n["score"]) for n in row["neighbours"]]
+                for row in neighbours.collect()}
+    found = {row["item_id"]: [(n["item_id"], n["score"]) for n in row["neighbours"]] for row in decoded.collect()}
+    assert found == expected and all(isinstance(item, str) for item in found)
 
 
 def test_numbers_index_by_value_and_strings_by_bytes(spark):

@@ -110,29 +110,32 @@ class IdIndex:
         return frame.join(index, original, "inner").drop(original)
 
     def decode(self, frame: DataFrame, column: str | None = None) -> DataFrame:
-        """``frame`` with the dense ids in ``column`` (default: this index's column; an id or an array of ids)
-        replaced by the original ids, in place and order."""
+        """``frame`` with the dense ids in ``column`` (default: this index's column) replaced by the original
+        ids, in place and order. ``column`` holds an id, an array of ids, or an array of structs with a field
+        named like this index's column (``recommend``'s ``recommendations``, ``similar_items``'s ``neighbours``)."""
         column = column or self.column
-        if isinstance(frame.schema[column].dataType, T.ArrayType):
-            key = "_decode_key"
-            exploded = frame.withColumn(key, F.monotonically_increasing_id()).select(
-                "*", F.posexplode_outer(column).alias("_position", "_dense")
-            )
-            joined = exploded.join(
-                self.table.withColumnRenamed(self.column, "_dense").withColumnRenamed(ORIGINAL, "_original"),
-                "_dense",
-                "left",
-            )
-            others = [name for name in frame.columns if name != column]
-            lists = joined.groupBy(key).agg(
-                *[F.first(name).alias(name) for name in others],
-                F.transform(
-                    F.array_sort(F.collect_list(F.struct("_position", "_original"))), lambda entry: entry["_original"]
-                ).alias(column)
-            )
-            return lists.select(*frame.columns)
-        named = self.table.withColumnRenamed(self.column, column)
-        return frame.join(named, column, "left").drop(column).withColumnRenamed(ORIGINAL, column).select(*frame.columns)
+        kind = frame.schema[column].dataType
+        if not isinstance(kind, T.ArrayType):
+            named = self.table.withColumnRenamed(self.column, column)
+            return frame.join(named, column, "left").drop(column).withColumnRenamed(ORIGINAL, column).select(*frame.columns)
+        nested = isinstance(kind.elementType, T.StructType)
+        if nested and self.column not in kind.elementType.fieldNames():
+            raise InvalidParameterError(f"{column}: its structs have no {self.column} field to decode")
+        key = "_decode_key"
+        exploded = frame.withColumn(key, F.monotonically_increasing_id()).select(
+            "*", F.posexplode_outer(column).alias("_position", "_element")
+        )
+        dense = F.col("_element")[self.column] if nested else F.col("_element")
+        index = self.table.withColumnRenamed(self.column, "_dense").withColumnRenamed(ORIGINAL, "_original")
+        joined = exploded.withColumn("_dense", dense).join(index, "_dense", "left")
+        value = F.col("_element").withField(self.column, F.col("_original")) if nested else F.col("_original")
+        entry = F.when(F.col("_position").isNotNull(), F.struct(F.col("_position"), value.alias("_value")))
+        others = [name for name in frame.columns if name != column]
+        lists = joined.groupBy(key).agg(
+            *[F.first(name).alias(name) for name in others],
+            F.transform(F.array_sort(F.collect_list(entry)), lambda item: item["_value"]).alias(column),
+        )
+        return lists.select(*frame.columns)
 
     def save(self, path: str) -> None:
         self.table.write.mode("overwrite").parquet(path)
