@@ -141,7 +141,7 @@ def test_killed_benchmark_leaves_the_previous_report(tmp_path):
     data = write_ml1m(tmp_path / "ml-1m")
     out = tmp_path / "out"
     argv = ["benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--models", "global_hot,item_cf",
-            "--master", "local[2]", "--output", str(out)]
+            "--bootstrap", "0", "--master", "local[2]", "--output", str(out)]
     assert cli_main([*argv, "--quiet"]) == 0
     before = snapshot(out)
     executable = os.path.join(os.path.dirname(sys.executable), "spark-retrieval")

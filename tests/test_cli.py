@@ -27,7 +27,8 @@ def test_benchmark_end_to_end(spark, tmp_path, capsys):
     data = write_ml1m(tmp_path / "ml-1m")
     out = tmp_path / "out"
     models = ["global_hot", "item_cf", "swing", "als"]
-    code = main(["benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--models", ",".join(models), "--output", str(out)])
+    code = main(["benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--models", ",".join(models), "--output", str(out),
+                 "--bootstrap", "0"])  # intervals: test_significance.py
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "R@5" in captured.out

@@ -30,7 +30,7 @@ def spark_jobs(spark) -> set:
 def cli(tmp_path, *extra):
     data = write_ml1m(tmp_path / "ml-1m")
     return cli_main(["benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--models", "global_hot",
-                     "--quiet", *extra])
+                     "--bootstrap", "0", "--quiet", *extra])
 
 
 def fails_early(spark, capsys, run, pattern):
@@ -207,7 +207,7 @@ def test_cli_output_broken_after_the_work_keeps_the_results_and_exits_4(spark, t
 
 def test_job_output_broken_after_the_work_keeps_the_results_and_exits_4(spark, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = config_file(tmp_path, models="global_hot")
+    config = config_file(tmp_path, models="global_hot", bootstrap=0)
     break_destination_after_rendering(monkeypatch, tmp_path / "out" / "benchmark")
     assert job_main("benchmark", ["--config", config, "--quiet"]) == 4
     check_fallback(capsys.readouterr().err, str(tmp_path / "out" / "benchmark"), tmp_path)

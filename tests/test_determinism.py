@@ -112,7 +112,7 @@ def test_benchmark_in_two_processes_gives_the_same_report(tmp_path):
         result = subprocess.run(
             [executable, "benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5",
              "--models", ",".join(CLASSIC_MODELS),
-             "--seed", str(SEED), "--master", "local[2]", "--output", str(tmp_path / run), "--quiet"],
+             "--seed", str(SEED), "--bootstrap", "100", "--master", "local[2]", "--output", str(tmp_path / run), "--quiet"],
             capture_output=True, text=True, timeout=900, cwd=tmp_path,
             env={**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
                  "SPARK_LOCAL_IP": "127.0.0.1"},

@@ -62,7 +62,7 @@ def test_prepare_train_evaluate_match_the_benchmark(spark, workspace, jobs_run):
     assert json.loads((out / "models" / "als" / "metadata.json").read_text())["params"]["rank"] == 4
 
     assert cli_main(["benchmark", "--dataset", "ml-1m", "--data-dir", env["DATA_DIR"], "--k", "5",
-                     "--models", "item_cf", "--output", str(root / "bench"), "--quiet"]) == 0
+                     "--models", "item_cf", "--output", str(root / "bench"), "--quiet", "--bootstrap", "0"]) == 0
     expected = json.loads((root / "bench" / "results.json").read_text())["results"][0]
     metrics = json.loads((out / "metrics" / "item_cf.json").read_text())
     assert metrics["model"] == "item_cf" and metrics["k"] == 5
@@ -72,7 +72,7 @@ def test_prepare_train_evaluate_match_the_benchmark(spark, workspace, jobs_run):
 
 def test_benchmark_job_writes_the_report(spark, workspace, monkeypatch, capsys):
     root, config, env = workspace
-    [code] = run_jobs(monkeypatch, env, ("benchmark", ["--config", config, "--set", "models=global_hot", "--quiet"]))
+    [code] = run_jobs(monkeypatch, env, ("benchmark", ["--config", config, "--set", "models=global_hot", "--set", "bootstrap=0", "--quiet"]))
     assert code == 0, capsys.readouterr().err
     assert "| global_hot |" in capsys.readouterr().out
     report = json.loads((root / "out" / "benchmark" / "results.json").read_text())

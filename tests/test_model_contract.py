@@ -74,8 +74,27 @@ def fitted(split):
     return get
 
 
+@pytest.fixture(scope="module")
+def recommended(split, fitted):
+    """Each fitted model's recommendations for the test queries: (columns, collected rows), computed once (lazily)
+    and shared by the tests that compare other lists with them."""
+    found = {}
+
+    def get(name):
+        if name not in found:
+            recommendations = fitted(name).recommend(split[1], K)
+            found[name] = (recommendations.columns, recommendations.collect())
+        return found[name]
+
+    return get
+
+
+def as_lists(rows):
+    return {r[QUERY_ID]: [(e[ITEM_ID], e[SCORE]) for e in r[RECOMMENDATIONS]] for r in rows}
+
+
 def lists(recommendations):
-    return {r[QUERY_ID]: [(e[ITEM_ID], e[SCORE]) for e in r[RECOMMENDATIONS]] for r in recommendations.collect()}
+    return as_lists(recommendations.collect())
 
 
 def seen_items(train):
@@ -86,14 +105,14 @@ def seen_items(train):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_recommendations_have_the_contracted_shape_and_order(name, split, fitted):
+def test_recommendations_have_the_contracted_shape_and_order(name, split, fitted, recommended):
     train, test = split
     model = fitted(name)
-    recommendations = model.recommend(test, K)
-    assert recommendations.columns == [QUERY_ID, RECOMMENDATIONS]
-    got = lists(recommendations)
+    columns, rows = recommended(name)  # model.recommend(test, K): its columns and every row it holds
+    assert columns == [QUERY_ID, RECOMMENDATIONS]
+    got = as_lists(rows)
     queries = {r[QUERY_ID]: r for r in test.collect()}
-    assert set(got) == set(queries) and recommendations.count() == len(queries)
+    assert set(got) == set(queries) and len(rows) == len(queries)  # one row per query, none repeated
     seen = seen_items(train)
     excludes_seen = model.hasParam("exclude_seen") and model.get("exclude_seen")
     for query_id, entries in got.items():
@@ -108,13 +127,13 @@ def test_recommendations_have_the_contracted_shape_and_order(name, split, fitted
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_save_and_load_give_the_same_model(name, split, fitted, tmp_path):
+def test_save_and_load_give_the_same_model(name, split, fitted, recommended, tmp_path):
     model = fitted(name)
     model.save(str(tmp_path / name))
     loaded = RetrievalModel.load(str(tmp_path / name))
     assert type(loaded) is type(model)
     assert loaded.params_dict() == model.params_dict()
-    assert lists(loaded.recommend(split[1], K)) == lists(model.recommend(split[1], K))
+    assert lists(loaded.recommend(split[1], K)) == as_lists(recommended(name)[1])  # the saved model's own lists
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -133,9 +152,9 @@ def test_unknown_users_and_items_get_a_list_not_an_error(name, spark, fitted):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_same_seed_gives_identical_lists(name, split, fitted):
-    again = build_estimator(name, seed=1, params=SMALL[name]).fit(split[0])
-    assert lists(again.recommend(split[1], K)) == lists(fitted(name).recommend(split[1], K))
+def test_same_seed_gives_identical_lists(name, split, recommended):
+    again = build_estimator(name, seed=1, params=SMALL[name]).fit(split[0])  # the settings `fitted` uses
+    assert lists(again.recommend(split[1], K)) == as_lists(recommended(name)[1])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -172,11 +191,11 @@ def test_params_follow_pyspark_ml(name, split):
 
 
 @pytest.mark.parametrize("name", ["global_hot", "item_cf", "dssm_softmax"])
-def test_an_estimator_is_a_pipeline_stage(name, split):
+def test_an_estimator_is_a_pipeline_stage(name, split, recommended):
     train, test = split
-    estimator = build_estimator(name, seed=1, params=SMALL[name])
+    estimator = build_estimator(name, seed=1, params=SMALL[name])  # the estimator `fitted(name)` fitted directly
     pipeline_model = Pipeline(stages=[estimator]).fit(train)
     (model,) = pipeline_model.stages
     assert isinstance(model, RetrievalModel)
     assert all(model.get(p.name) == value for p, value in estimator.extractParamMap().items() if model.hasParam(p.name))
-    assert lists(model.recommend(test, K)) == lists(estimator.fit(train).recommend(test, K))
+    assert lists(model.recommend(test, K)) == as_lists(recommended(name)[1])

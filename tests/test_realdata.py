@@ -15,7 +15,8 @@ pytestmark = pytest.mark.realdata
 @pytest.mark.skipif(not (ML_100K / "u.data").exists(), reason=f"ml-100k not found at {ML_100K}")
 def test_benchmark_on_ml_100k(spark, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["benchmark", "--dataset", "ml-100k", "--data-dir", str(ML_100K), "--models", "global_hot", "--output", str(out), "--quiet"])
+    code = main(["benchmark", "--dataset", "ml-100k", "--data-dir", str(ML_100K), "--models", "global_hot", "--output", str(out), "--quiet",
+                 "--bootstrap", "0"])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "results.json").read_text())
     # 943 users, each with ≥ 20 ratings: 3 held out per user, 2,199 of those rated above 2.0 become queries.

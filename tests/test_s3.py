@@ -89,7 +89,8 @@ def test_cli_benchmark_output_to_s3(spark, tmp_path, capsys):
     from test_cli import write_ml1m
 
     data = write_ml1m(tmp_path / "ml-1m")
-    args = ["benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--models", "global_hot", "--quiet"]
+    args = ["benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5", "--models", "global_hot", "--quiet",
+            "--bootstrap", "0"]
     assert main([*args, "--output", "s3://nobucket/x"]) == 2  # checked before any work
     assert capsys.readouterr().err.strip() == "error: --output s3://nobucket/: bucket 'nobucket' does not exist"
     assert main([*args, "--output", "s3://bucket/cli/run"]) == 0, capsys.readouterr().err

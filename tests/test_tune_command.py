@@ -70,11 +70,11 @@ def test_a_tuned_json_with_an_unknown_param_is_exit_2_before_spark(tmp_path, cap
 def test_tune_job_reads_only_the_prepared_train_split(spark, tmp_path, monkeypatch, capsys):
     data = write_ml1m(tmp_path / "ml-1m")
     config = tmp_path / "conf.yaml"
-    config.write_text(f"data: {{dataset: ml-1m, path: '{data}'}}\nmodels: item_cf\ntrials: 2\nk: 5\noutput: '{tmp_path / 'out'}'\n")
+    config.write_text(f"data: {{dataset: ml-1m, path: '{data}'}}\nmodels: item_cf\ntrials: 1\nk: 5\noutput: '{tmp_path / 'out'}'\n")
     assert job_main("prepare", ["--config", str(config), "--quiet"]) == 0
     test_split = tmp_path / "out" / "split" / "test"
     for part in test_split.glob("*.parquet"):
         part.write_bytes(b"not parquet")  # any read of the test split would fail the job
     assert job_main("tune", ["--config", str(config), "--quiet"]) == 0, capsys.readouterr().err
     document = json.loads((tmp_path / "out" / "tuning" / "tuned.json").read_text())
-    assert document["models"]["item_cf"]["trials"] == 2
+    assert document["models"]["item_cf"]["trials"] == 1

@@ -50,9 +50,15 @@ def fitted(data):
     return dssm(data).fit(data[0])
 
 
-def test_recommendations_exclude_seen_items_and_are_ordered(data, fitted):
+@pytest.fixture(scope="module")
+def fitted_lists(data, fitted):
+    """``fitted``'s top-5 lists for the test queries, computed once for the tests that read or compare them."""
+    return lists(fitted.recommend(data[1], 5))
+
+
+def test_recommendations_exclude_seen_items_and_are_ordered(data, fitted, fitted_lists):
     train, test, _, _ = data
-    recommendations = lists(fitted.recommend(test, 5))
+    recommendations = fitted_lists
     seen = {}
     for row in train.collect():
         seen.setdefault(row[USER_ID], set()).add(row[ITEM_ID])
@@ -78,22 +84,22 @@ def test_embeddings_for_export(data, fitted):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)  # normalize=True
 
 
-def test_save_load_round_trip_gives_identical_recommendations(data, fitted, tmp_path):
+def test_save_load_round_trip_gives_identical_recommendations(data, fitted, fitted_lists, tmp_path):
     test = data[1]
     path = str(tmp_path / "dssm")
     fitted.save(path)
     loaded = RetrievalModel.load(path)
     assert isinstance(loaded, DSSMModel)
     assert loaded.get("hidden_dims") == [16, 8] and loaded.get("exclude_seen") is True
-    assert lists(loaded.recommend(test, 5)) == lists(fitted.recommend(test, 5))
+    assert lists(loaded.recommend(test, 5)) == fitted_lists
     assert loaded.training_history == fitted.training_history
 
 
-def test_same_seed_on_one_process_gives_identical_recommendations(data, fitted):
+def test_same_seed_on_one_process_gives_identical_recommendations(data, fitted, fitted_lists):
     train, test, _, _ = data
     again = dssm(data).fit(train)
     assert again.metadata["training"]["parameter_hashes"] == fitted.metadata["training"]["parameter_hashes"]
-    assert lists(again.recommend(test, 5)) == lists(fitted.recommend(test, 5))
+    assert lists(again.recommend(test, 5)) == fitted_lists
 
 
 def test_sampled_softmax_without_side_features(data):
