@@ -49,7 +49,7 @@ class DataConfig:
     path: typing.Optional[str] = None
     interactions: typing.Optional[str] = None
     format: typing.Optional[str] = None
-    columns: dict = field(default_factory=dict)
+    columns: dict = field(default_factory=dict, hash=False)  # a dict: compared, not hashed
     items: typing.Optional[str] = None
     users: typing.Optional[str] = None
     schema: typing.Optional[str] = None
