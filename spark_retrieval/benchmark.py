@@ -295,54 +295,54 @@ def report_benchmark(
     return result
 
 
-def benchmark_movielens(
+DEFAULT_POSITIVE_THRESHOLD = 2.0
+"""The split's threshold when none is given and the data have ratings (MovieLens: 1–5 stars)."""
+
+
+@dataclass
+class RunData:
+    """What a run reads: the interactions, the threshold to split with, the two-tower rows' side inputs
+    (``item_features`` / ``user_features`` / ``schema``), an event log's description and its loaded form (id
+    indexes; None for MovieLens)."""
+
+    ratings: DataFrame
+    positive_threshold: float
+    side: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] | None = None
+    log: Any = None
+
+    def unpersist(self) -> None:
+        if self.log is not None:
+            self.log.unpersist()
+
+
+def open_data(
     spark: SparkSession,
-    dataset: str,
-    path: str | None,
     *,
-    output: str | None = None,
+    dataset: str | None = None,
+    path: str | None = None,
+    log=None,
+    positive_threshold: float | None = None,
+    schema: str | None = None,
     progress: Progress = SILENT,
-    **settings: Any,
-) -> BenchmarkResult:
-    """Load a MovieLens release (``path``: its folder; None for the bundled one) and ``report_benchmark`` it."""
-    from .data.movielens import load_movielens
+) -> RunData:
+    """A MovieLens release (``dataset``, ``path``: its folder, None for the bundled one) or a user's event log
+    (``log``: a ``data.event_log.EventLog``, read, checked and indexed; its side tables and ``schema`` go to the
+    two-tower rows). ``positive_threshold`` None: ``DEFAULT_POSITIVE_THRESHOLD`` with ratings, none without."""
+    if log is None:
+        from .data.movielens import load_movielens
 
-    progress(f"loading {dataset}" + (f" from {path}" if path else ""))
-    ratings = load_movielens(spark, dataset, path).ratings
-    return report_benchmark(spark, ratings, dataset, output=output, progress=progress, **settings)
-
-
-def open_event_log(spark: SparkSession, log, positive_threshold: float | None, schema: str | None, progress: Progress):
-    """``load_event_log``, the threshold to split with and the two-tower rows' side inputs (tables, schema)."""
+        dataset = dataset or "ml-latest-small"
+        progress(f"loading {dataset}" + (f" from {path}" if path else ""))
+        ratings = load_movielens(spark, dataset, path).ratings
+        threshold = DEFAULT_POSITIVE_THRESHOLD if positive_threshold is None else positive_threshold
+        return RunData(ratings, threshold)
     from .data.event_log import load_event_log
     from .report import source_line
 
     progress(f"loading {log.interactions}")
     loaded = load_event_log(spark, log)
-    threshold = loaded.positive_threshold(positive_threshold)
+    threshold = loaded.positive_threshold(positive_threshold, DEFAULT_POSITIVE_THRESHOLD)
     progress("data: " + source_line(loaded.description))
     side = {"item_features": loaded.item_features, "user_features": loaded.user_features, "schema": schema}
-    return loaded, threshold, side
-
-
-def benchmark_event_log(
-    spark: SparkSession,
-    log,
-    *,
-    positive_threshold: float | None = None,
-    schema: str | None = None,
-    output: str | None = None,
-    progress: Progress = SILENT,
-    **settings: Any,
-) -> BenchmarkResult:
-    """Read, check and index a user's event log (``data.event_log.EventLog``) and ``report_benchmark`` it, its
-    side tables (and ``schema``, a two-tower feature schema) going to the two-tower rows.
-    ``positive_threshold`` None: 2.0 when the log has ratings; a log without ratings takes none."""
-    loaded, threshold, side = open_event_log(spark, log, positive_threshold, schema, progress)
-    try:
-        return report_benchmark(
-            spark, loaded.ratings, log.interactions, output=output, progress=progress,
-            positive_threshold=threshold, side=side, source=loaded.description, **settings,
-        )
-    finally:
-        loaded.unpersist()
+    return RunData(loaded.ratings, threshold, side, loaded.description, loaded)

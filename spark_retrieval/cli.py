@@ -120,19 +120,18 @@ def event_log(args: argparse.Namespace):
     return EventLog(args.interactions, args.format, parse_columns(args.columns), args.items, args.users)
 
 
-def load_run_data(spark, args: argparse.Namespace, progress):
-    """The interactions, the positive threshold, the side tables and the source description of a run."""
-    if args.interactions is None:
-        from .data.movielens import load_movielens
+def open_run_data(spark, args: argparse.Namespace, progress):
+    from .benchmark import open_data
 
-        progress(f"loading {args.dataset}" + (f" from {args.data_dir}" if args.data_dir else ""))
-        ratings = load_movielens(spark, args.dataset, args.data_dir).ratings
-        threshold = 2.0 if args.positive_threshold is None else args.positive_threshold
-        return ratings, threshold, {}, None
-    from .benchmark import open_event_log
-
-    loaded, threshold, side = open_event_log(spark, event_log(args), args.positive_threshold, args.schema, progress)
-    return loaded.ratings, threshold, side, loaded.description
+    return open_data(
+        spark,
+        dataset=args.dataset,
+        path=args.data_dir,
+        log=event_log(args) if args.interactions is not None else None,
+        positive_threshold=args.positive_threshold,
+        schema=args.schema,
+        progress=progress,
+    )
 
 
 def start_run(args: argparse.Namespace, destinations: list[Destination]):
@@ -159,21 +158,21 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     tuned = read_tuned(args.params, models) if args.params else None
     destinations = check_run_arguments(args)
     spark, progress = start_run(args, destinations)
-    ratings, threshold, side, source = load_run_data(spark, args, progress)
+    data = open_run_data(spark, args, progress)
     report_benchmark(
         spark,
-        ratings,
+        data.ratings,
         args.interactions or args.dataset,
         models=models,
         k=args.k,
         holdout=args.holdout,
-        positive_threshold=threshold,
+        positive_threshold=data.positive_threshold,
         seed=args.seed,
         bootstrap=args.bootstrap,
         seeds=seeds,
         tuned=tuned,
-        side=side,
-        source=source,
+        side=data.side,
+        source=data.source,
         output=args.output,
         progress=progress,
     )
@@ -192,8 +191,8 @@ def run_tune_command(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--output {args.output}: the Optuna study is SQLite, which needs a local folder")
     destinations = check_run_arguments(args)
     spark, progress = start_run(args, destinations)
-    ratings, threshold, side, _ = load_run_data(spark, args, progress)
-    split = temporal_split(ratings, holdout=args.holdout, positive_threshold=threshold)
+    data = open_run_data(spark, args, progress)
+    split = temporal_split(data.ratings, holdout=args.holdout, positive_threshold=data.positive_threshold)
     # Only train goes to the tuner: the test set is never read while tuning.
     result = tune(
         split.train,
@@ -202,11 +201,11 @@ def run_tune_command(args: argparse.Namespace) -> int:
         metric=args.metric,
         k=args.k,
         holdout=args.holdout,
-        positive_threshold=threshold,
+        positive_threshold=data.positive_threshold,
         seed=args.seed,
         storage_dir=args.output,
         progress=progress,
-        side=side,
+        side=data.side,
     )
     write_tuning(result, args.output)
     progress(f"wrote {args.output}/tuned.json and tuning.png")

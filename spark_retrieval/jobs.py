@@ -152,21 +152,19 @@ def event_log(config: JobConfig):
     return EventLog(data.interactions, data.format, data.columns, data.items, data.users)
 
 
-def load_data(spark: SparkSession, config: JobConfig, progress: Progress):
-    """The configured interactions, the threshold to split with, the two-tower rows' side inputs, the source
-    description (None for MovieLens) and the id indexes (None for MovieLens)."""
+def open_job_data(spark: SparkSession, config: JobConfig, progress: Progress):
+    from .benchmark import open_data
+
     data = config.data
-    if data.interactions is None:
-        from .data.movielens import load_movielens
-
-        progress(f"loading {data.name}" + (f" from {data.path}" if data.path else ""))
-        ratings = load_movielens(spark, data.name, data.path).ratings
-        threshold = 2.0 if data.positive_threshold is None else data.positive_threshold
-        return ratings, threshold, {}, None, None
-    from .benchmark import open_event_log
-
-    loaded, threshold, side = open_event_log(spark, event_log(config), data.positive_threshold, data.schema, progress)
-    return loaded.ratings, threshold, side, loaded.description, loaded
+    return open_data(
+        spark,
+        dataset=data.dataset,
+        path=data.path,
+        log=event_log(config) if data.interactions is not None else None,
+        positive_threshold=data.positive_threshold,
+        schema=data.schema,
+        progress=progress,
+    )
 
 
 SOURCE = "source"
@@ -179,8 +177,8 @@ def prepare(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
     from .storage import atomic_directory
 
     data = config.data
-    ratings, threshold, _, description, loaded = load_data(spark, config, progress)
-    split = temporal_split(ratings, holdout=data.holdout, positive_threshold=threshold)
+    opened = open_job_data(spark, config, progress)
+    split = temporal_split(opened.ratings, holdout=data.holdout, positive_threshold=opened.positive_threshold)
     counts = split.counts()
     progress("split: " + ", ".join(f"{key} {value:,}" for key, value in counts.items()))
     split.require_queries(counts, data.path or data.name)
@@ -188,14 +186,13 @@ def prepare(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
     with atomic_directory(spark, config.path("split")) as staging:
         for part, frame in (("train", split.train), ("test", split.test)):
             frame.write.parquet(f"{staging}/{part}")
-        source = json.dumps(description or {"dataset": data.name})
-        spark.createDataFrame([(float(threshold), source)], "positive_threshold double, description string").coalesce(1) \
+        source = json.dumps(opened.source or {"dataset": data.name})
+        spark.createDataFrame([(float(opened.positive_threshold), source)], "positive_threshold double, description string").coalesce(1) \
             .write.parquet(f"{staging}/{SOURCE}")
-        if loaded is not None:
-            loaded.users.save(f"{staging}/ids/users")
-            loaded.items.save(f"{staging}/ids/items")
-    if loaded is not None:
-        loaded.unpersist()
+        if opened.log is not None:
+            opened.log.users.save(f"{staging}/ids/users")
+            opened.log.items.save(f"{staging}/ids/items")
+    opened.unpersist()
     progress(f"wrote {config.path('split', 'train')} and {config.path('split', 'test')}")
 
 
@@ -223,7 +220,9 @@ def split_threshold(spark: SparkSession, config: JobConfig) -> float:
     path = config.path("split", SOURCE)
     if path_exists(spark, path):
         return spark.read.parquet(path).first()["positive_threshold"]
-    return 2.0 if config.data.positive_threshold is None else config.data.positive_threshold
+    from .benchmark import DEFAULT_POSITIVE_THRESHOLD
+
+    return DEFAULT_POSITIVE_THRESHOLD if config.data.positive_threshold is None else config.data.positive_threshold
 
 
 def train(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
@@ -314,28 +313,27 @@ def benchmark(spark: SparkSession, config: JobConfig, progress: Progress) -> Non
             tuned = read_tuned(config.params, config.models)
         except UserError as error:
             raise ConfigError(f"{config.source}: params: {error}") from None
-    ratings, threshold, side, description, loaded = load_data(spark, config, progress)
+    opened = open_job_data(spark, config, progress)
     try:
         report_benchmark(
             spark,
-            ratings,
+            opened.ratings,
             data.name,
             models=config.models,
             k=config.k,
             holdout=data.holdout,
-            positive_threshold=threshold,
+            positive_threshold=opened.positive_threshold,
             seed=config.seed,
             bootstrap=config.bootstrap,
             seeds=config.seeds,
             tuned=tuned,
-            side=side,
-            source=description,
+            side=opened.side,
+            source=opened.source,
             output=config.path("benchmark"),
             progress=progress,
         )
     finally:
-        if loaded is not None:
-            loaded.unpersist()
+        opened.unpersist()
 
 
 JOBS: dict[str, Callable[[SparkSession, JobConfig, Progress], None]] = {

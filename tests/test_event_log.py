@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 
 import pyspark
-from spark_retrieval.benchmark import benchmark_event_log, run_benchmark
+from spark_retrieval.benchmark import open_data, run_benchmark
 from spark_retrieval.cli import main
 from spark_retrieval.data.event_log import EventLog, dense_index, load_event_log, parse_columns, timestamp_seconds
 from spark_retrieval.data.movielens import load_movielens
@@ -49,7 +49,7 @@ def click_log(tmp_path_factory):
 def test_load_indexes_string_ids_in_order_reads_iso_times_as_utc_and_treats_every_event_as_positive(spark, click_log):
     clicks, items = click_log
     loaded = load_event_log(spark, EventLog(str(clicks), columns=parse_columns(COLUMNS), items=str(items)))
-    assert loaded.implicit and loaded.positive_threshold(None) == 0.0
+    assert loaded.implicit and loaded.positive_threshold(None, 2.0) == 0.0
     assert loaded.description["timestamps"].startswith("ISO-8601") and loaded.description["format"] == "csv"
     index = {row["original_id"]: row["item_id"] for row in loaded.items.table.collect()}
     assert sorted(index, key=index.get) == sorted(index) and sorted(index.values()) == list(range(len(index)))
@@ -59,7 +59,7 @@ def test_load_indexes_string_ids_in_order_reads_iso_times_as_utc_and_treats_ever
     genres = loaded.item_features.join(loaded.items.table, "item_id").where(F.col("original_id") == "sku-001")
     assert genres.first()["genres"] == ["odd", "any"]
     with pytest.raises(InvalidParameterError, match="no rating column"):
-        loaded.positive_threshold(3.0)
+        loaded.positive_threshold(3.0, 2.0)
     lists = spark.createDataFrame([(0, [index["sku-003"], index["sku-001"]]), (1, [])], "user_id long, items array<long>")
     decoded = {row["user_id"]: row["items"] for row in loaded.users.decode(loaded.items.decode(lists, "items")).collect()}
     assert decoded == {"user-000": ["sku-003", "sku-001"], "user-001": []}
@@ -173,7 +173,7 @@ GOOD = [("u1", "i1", "2024-01-01T00:00:00"), ("u1", "i2", "2024-01-02T00:00:00")
 @pytest.mark.parametrize(
     "header, rows, extra, message",
     [
-        (["uid", "item", "ts"], GOOD, [], "no column sku (item_id); found: uid, item, ts"),
+        (["uid", "item", "ts"], GOOD, [], "has no column 'sku' (mapped to item_id); it has uid, item, ts"),
         (["uid", "sku", "ts"], [("u1", "", "2024-01-01")], [], "1 event(s) with a missing sku (item id)"),
         (["uid", "sku", "ts"], [("u1", "i1", "soon")], [], "column ts (timestamp): 1 value(s) are neither"),
         (["uid", "sku", "ts"], [*GOOD, ("u1", "i3", "")], [], "1 event(s) with a missing ts (timestamp)"),
@@ -220,11 +220,10 @@ def test_ml_latest_small_as_a_string_id_iso_time_log_gives_the_same_metrics(spar
     log.coalesce(1).write.option("header", True).csv(str(tmp_path / "log"))
     models = ["global_hot", "item_cf", "swing", "als"]
     reference = run_benchmark(spark, ratings, "ml-latest-small", models, bootstrap=0)
-    rewritten = benchmark_event_log(
-        spark,
-        EventLog(str(tmp_path / "log"), "csv", {"user_id": "account", "item_id": "title", "rating": "stars", "timestamp": "when"}),
-        models=models, k=20, holdout=3, seed=0, bootstrap=0,
+    data = open_data(
+        spark, log=EventLog(str(tmp_path / "log"), "csv", {"user_id": "account", "item_id": "title", "rating": "stars", "timestamp": "when"}),
     )
+    rewritten = run_benchmark(spark, data.ratings, "log", models, positive_threshold=data.positive_threshold, bootstrap=0)
     assert rewritten.split == reference.split
     for ours, theirs in zip(rewritten.results, reference.results):
         for metric in ("precision", "recall", "map", "ndcg", "hit_rate", "coverage", "queries"):

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .. import storage
-from ..columns import ITEM_ID, RATING, TIMESTAMP, USER_ID
+from ..columns import ITEM_ID, RATING, TIMESTAMP, USER_ID, require_columns
 from ..errors import DataNotFoundError, EmptyDataError, InvalidParameterError, MalformedDataError
 from .interactions import MILLISECONDS_THRESHOLD, readable
 
@@ -154,7 +154,7 @@ class LoadedLog:
     implicit: bool
     description: dict[str, Any]
 
-    def positive_threshold(self, requested: float | None, default: float = 2.0) -> float:
+    def positive_threshold(self, requested: float | None, default: float) -> float:
         """The threshold to split with: ``requested`` (or ``default``) with ratings; 0 for implicit feedback,
         where asking for one is an error (there is no rating to compare)."""
         if not self.implicit:
@@ -188,15 +188,6 @@ def read_table(spark: SparkSession, path: str, format: str, what: str) -> DataFr
     return frame
 
 
-def _require(frame: DataFrame, names: Mapping[str, str], path: str) -> None:
-    missing = [f"{theirs} ({ours})" if theirs != ours else ours for ours, theirs in names.items() if theirs not in frame.columns]
-    if missing:
-        raise MalformedDataError(
-            f"{path}: no column {', '.join(missing)}; found: {', '.join(frame.columns)} "
-            "(name yours with --columns user_id=…,item_id=…,timestamp=…)"
-        )
-
-
 def _quoted(name: str) -> Column:
     return F.col("`" + name.replace("`", "``") + "`")
 
@@ -213,7 +204,7 @@ def load_event_log(spark: SparkSession, log: EventLog) -> LoadedLog:
     implicit = RATING not in log.columns and RATING not in raw.columns
     wanted = [ours for ours in LOG_COLUMNS if ours in REQUIRED_COLUMNS or ours in log.columns or (ours == RATING and not implicit)]
     names = {ours: log.column(ours) for ours in wanted}
-    _require(raw, names, path)
+    require_columns(raw, names.values(), path, renamed=names)
     events = raw.select(*[_quoted(theirs).alias(f"_raw_{ours}") for ours, theirs in names.items()])
     stamp = "_raw_" + TIMESTAMP
     rating = F.lit(1.0) if implicit else F.col("_raw_" + RATING).try_cast("double")
@@ -367,6 +358,6 @@ def side_table(spark: SparkSession, log: EventLog, path: str | None, column: str
         return None
     frame = read_table(spark, path, log.format_of(path), what)
     theirs = log.column(column)
-    _require(frame, {column: theirs}, path)
+    require_columns(frame, [theirs], path, renamed={column: theirs})
     renamed = frame.withColumnRenamed(theirs, "_side_original")
     return index.encode(renamed, "_side_original").select(column, *[c for c in renamed.columns if c != "_side_original"])
