@@ -99,6 +99,23 @@ def integer_list(at_least: int | None = None) -> Converter:
     return convert
 
 
+def number_list(at_least: float | None = None) -> Converter:
+    """A non-empty list of finite numbers, returned as floats."""
+    element = number(at_least)
+
+    def convert(value: Any) -> list[float]:
+        check(isinstance(value, (list, tuple)) and len(value) > 0, f"must be a non-empty list of numbers, got {value!r}")
+        return [element(v) for v in value]
+
+    return convert
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """A mapping with string keys (a YAML or JSON object), returned as a plain dict."""
+    check(isinstance(value, dict) and all(isinstance(key, str) for key in value), f"must be a mapping by name, got {value!r}")
+    return dict(value)
+
+
 def text_list(value: Any) -> list[str]:
     check(
         isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) and v for v in value),

@@ -19,7 +19,9 @@ from spark_retrieval.data.split import temporal_split
 from spark_retrieval.errors import EmptyDataError, InvalidParameterError, MalformedDataError
 from spark_retrieval.models.base import RetrievalModel
 from spark_retrieval.models.item_to_item import ItemToItemModel
+from spark_retrieval.models.multi_channel import MultiChannelModel
 from spark_retrieval.models.registry import MODELS, build_estimator
+from spark_retrieval.retrieval.merge import PROVENANCE
 
 K = 5
 NUM_USERS, NUM_ITEMS, EVENTS_PER_USER = 40, 30, 12
@@ -35,6 +37,16 @@ SMALL = {
     "dssm_bce_neg100": {**TWO_TOWER_SMALL, "hidden_dims": [16, 8], "num_negatives": 4},
     "dssm_softmax": {**TWO_TOWER_SMALL, "hidden_dims": [16, 8]},
     "simplex_ccl": {**TWO_TOWER_SMALL, "num_negatives": 4},
+    "multi_channel_quota": {
+        "channels": ["item_cf", "als", "global_hot"],
+        "shares": [2, 2, 1],
+        "channel_params": {"item_cf": {"k_neighbours": 10}, "als": {"rank": 4, "max_iter": 2, "num_blocks": 2}},
+    },
+    "multi_channel_rrf": {
+        "channels": ["swing", "global_hot"],
+        "weights": [2.0, 1.0],
+        "channel_params": {"swing": {"k_neighbours": 10}},
+    },
 }
 NAMES = list(MODELS)
 
@@ -109,7 +121,7 @@ def test_recommendations_have_the_contracted_shape_and_order(name, split, fitted
     train, test = split
     model = fitted(name)
     columns, rows = recommended(name)  # model.recommend(test, K): its columns and every row it holds
-    assert columns == [QUERY_ID, RECOMMENDATIONS]
+    assert columns == [QUERY_ID, RECOMMENDATIONS] + ([PROVENANCE] if isinstance(model, MultiChannelModel) else [])
     got = as_lists(rows)
     queries = {r[QUERY_ID]: r for r in test.collect()}
     assert set(got) == set(queries) and len(rows) == len(queries)  # one row per query, none repeated
@@ -145,7 +157,7 @@ def test_unknown_users_and_items_get_a_list_not_an_error(name, spark, fitted):
     )
     got = lists(model.recommend(queries, K))
     assert set(got) == {1, 2}
-    if name == "global_hot" or "two_tower" in MODELS[name].estimator:
+    if name == "global_hot" or "two_tower" in MODELS[name].estimator or name.startswith("multi_channel"):
         assert all(len(entries) == K for entries in got.values())  # popularity / a context-only user vector
     else:
         assert got == {1: [], 2: []}

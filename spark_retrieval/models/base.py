@@ -155,6 +155,7 @@ class RetrievalModel(Model, ModelParams):
             with storage.atomic_directory(spark, path, overwrite=overwrite) as staging:
                 for name, table in self.tables.items():
                     table.write.parquet(f"{staging}/{name}")
+                self._save_parts(staging)
                 document = {
                     "format_version": FORMAT_VERSION,
                     "class": f"{type(self).__module__}.{type(self).__qualname__}",
@@ -227,7 +228,14 @@ class RetrievalModel(Model, ModelParams):
                 raise MalformedDataError(f"{corrupt}: table {name!r}: {reason}") from None
         model = model_cls(tables=tables, metadata=document.get("metadata", {}))
         model._set(**{k: v for k, v in document.get("params", {}).items() if model.hasParam(k)})
+        model._load_parts(path)
         return model
+
+    def _save_parts(self, folder: str) -> None:
+        """Write what a model holds besides its tables (other saved models) under ``folder``; none by default."""
+
+    def _load_parts(self, path: str) -> None:
+        """Read back what ``_save_parts`` wrote; a missing or damaged part is a ``MalformedDataError``."""
 
 
 def check_files(found: dict[str, int], expected: dict[str, int], what: str) -> None:

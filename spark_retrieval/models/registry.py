@@ -44,6 +44,10 @@ class RegisteredModel:
 
 
 _MODELS = "spark_retrieval.models"
+FAMILY_CHANNELS = ("item_cf", "als", "dssm_bce_neg10", "global_hot")
+"""The merged rows' channels: the first registered row of each family (item-to-item, matrix factorisation,
+two-tower) and popularity as the fallback, fixed by registration order, not by any result. Global Hot gets the
+smallest share: it fills lists the others cannot."""
 MODELS: dict[str, RegisteredModel] = {
     entry.name: entry
     for entry in (
@@ -75,6 +79,18 @@ MODELS: dict[str, RegisteredModel] = {
         ),
         RegisteredModel(
             "simplex_ccl", f"{_MODELS}.two_tower.simplex:SimpleX", {"verbose": False}
+        ),
+        RegisteredModel(
+            "multi_channel_quota",
+            f"{_MODELS}.multi_channel:MultiChannel",
+            {"channels": list(FAMILY_CHANNELS), "strategy": "quota", "shares": [0.3, 0.3, 0.3, 0.1]},
+            in_all=False,
+        ),
+        RegisteredModel(
+            "multi_channel_rrf",
+            f"{_MODELS}.multi_channel:MultiChannel",
+            {"channels": list(FAMILY_CHANNELS), "strategy": "rrf"},
+            in_all=False,
         ),
     )
 }

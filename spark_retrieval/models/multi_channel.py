@@ -1,0 +1,198 @@
+"""Multi-channel retrieval: several registered models (channels) fitted on the same train, their lists merged.
+
+``MultiChannel(channels=["item_cf", "als", "simplex_ccl", "global_hot"], strategy="rrf")`` fits each channel
+as its registry row (``registry.build_estimator``) and recommends by merging the channels' lists with
+``retrieval.merge`` (quota, reciprocal rank fusion or round robin). Already fitted models are merged with
+``MultiChannelModel.from_models({...})``. A saved multi-channel model holds each channel's saved model under
+``channels/<name>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+from pyspark.ml.param import Params
+from pyspark.sql import DataFrame
+
+from ..errors import DataNotFoundError, InvalidParameterError, MalformedDataError
+from ..retrieval.merge import DEFAULT_RRF_K, STRATEGIES, merge_lists, quotas_from_shares
+from ..search import Domain
+from ..validation import check, integer, integer_list, mapping, number, number_list, one_of, text_list
+from .base import RetrievalEstimator, RetrievalModel, param
+
+CHANNELS_FOLDER = "channels"
+
+
+class MultiChannelParams(Params):
+    """Params shared by :class:`MultiChannel` and :class:`MultiChannelModel`."""
+
+    channels = param("channels", "registered model names, merged in this order (quota and round robin follow it)", text_list)
+    strategy = param("strategy", f"how lists are merged: {', '.join(STRATEGIES)}", one_of(*STRATEGIES))
+    quotas = param("quotas", "quota: slots per channel, summing to k", integer_list(at_least=0))
+    shares = param("shares", "quota: slots per channel as shares of k (largest remainder), instead of quotas", number_list(at_least=0))
+    weights = param("weights", "rrf: weight per channel (>= 0); None weighs every channel 1", number_list(at_least=0))
+    rrf_k = param("rrf_k", "rrf: the constant added to every rank", number(above=0))
+    depth = param("depth", "candidates taken from each channel's list; None takes k", integer(at_least=1))
+    channel_params = param("channel_params", "per channel, parameters set on top of its registry row", mapping)
+    positive_threshold = param(
+        "positive_threshold", "given to the channels that pick their positives from train; None keeps theirs", number()
+    )
+    seed = param("seed", "the seed every seeded channel is fitted with", integer())
+
+    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {}
+    """Empty for now: tuning a merged row would refit every channel per trial; its channels are tuned one by one."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._setDefault(
+            strategy="rrf",
+            quotas=None,
+            shares=None,
+            weights=None,
+            rrf_k=DEFAULT_RRF_K,
+            depth=None,
+            channel_params={},
+            positive_threshold=None,
+            seed=0,
+        )
+
+    def require_channels(self) -> None:
+        check(self.isDefined(self.getParam("channels")), f"{type(self).__name__}: channels must be set (registered model names)")
+
+    def validate_merge(self) -> None:
+        """Check the merge settings against each other and the channels (once ``channels`` is set)."""
+        if not self.isDefined(self.getParam("channels")):
+            return
+        channels = self.get("channels")
+        quotas, shares, strategy = self.get("quotas"), self.get("shares"), self.get("strategy")
+        check(quotas is None or shares is None, f"{type(self).__name__}: set quotas or shares, not both")
+        if strategy == "quota":
+            check(quotas is not None or shares is not None, f"{type(self).__name__}: the quota strategy needs quotas or shares")
+        for name, values in (("quotas", quotas), ("shares", shares), ("weights", self.get("weights"))):
+            check(
+                values is None or len(values) == len(channels),
+                f"{type(self).__name__}: {len(values or [])} {name} for {len(channels)} channels ({', '.join(channels)})",
+            )
+        unknown = sorted(set(self.get("channel_params")) - set(channels))
+        check(not unknown, f"{type(self).__name__}: channel_params names channels not merged: {', '.join(unknown)}")
+        if shares is not None:
+            quotas_from_shares(shares, 1)  # shares all zero fail here, where they are given
+        check(len(set(channels)) == len(channels), f"{type(self).__name__}: channels must be distinct, got {channels}")
+        weights = self.get("weights")
+        check(weights is None or any(w > 0 for w in weights), f"{type(self).__name__}: at least one weight must be > 0, got {weights}")
+
+    def quotas_for(self, k: int) -> list[int] | None:
+        if self.get("quotas") is not None:
+            return self.get("quotas")
+        if self.get("shares") is not None:
+            return quotas_from_shares(self.get("shares"), k)
+        return None
+
+
+class MultiChannel(RetrievalEstimator, MultiChannelParams):
+    """Fit every channel on the same train; ``fit(train)`` returns a :class:`MultiChannelModel`.
+
+    ``item_features`` / ``user_features`` go to the channels that read side tables (the two-tower ones).
+    """
+
+    def __init__(self, *, item_features: DataFrame | None = None, user_features: DataFrame | None = None, **params: Any):
+        self.item_features = item_features
+        self.user_features = user_features
+        super().__init__(**params)
+
+    def validate_params(self) -> None:
+        from .registry import MODELS
+
+        self.validate_merge()
+        for name in self.get("channels") if self.isDefined(self.getParam("channels")) else []:
+            entry = MODELS.get(name)
+            if entry is None:
+                raise InvalidParameterError(f"MultiChannel: unknown channel {name!r}; choose from: {', '.join(MODELS)}")
+            if entry.estimator_class() is MultiChannel:
+                raise InvalidParameterError(f"MultiChannel: channel {name!r} is itself a multi-channel row")
+
+    def _fit_interactions(self, train: DataFrame) -> "MultiChannelModel":
+        from .registry import build_estimator
+
+        self.require_channels()
+        models = {}
+        for name in self.get("channels"):
+            estimator = build_estimator(
+                name,
+                self.get("seed"),
+                self.get("channel_params").get(name),
+                self.get("positive_threshold"),
+                item_features=self.item_features,
+                user_features=self.user_features,
+            )
+            models[name] = estimator.fit(train)
+        return MultiChannelModel(channel_models=models)
+
+
+class MultiChannelModel(RetrievalModel, MultiChannelParams):
+    """The channels' fitted models; ``recommend`` merges their lists (``query_id, recommendations, provenance``)."""
+
+    def __init__(
+        self,
+        tables: dict[str, DataFrame] | None = None,
+        metadata: dict[str, Any] | None = None,
+        channel_models: Mapping[str, RetrievalModel] | None = None,
+    ):
+        super().__init__(tables, metadata)
+        self.channel_models: dict[str, RetrievalModel] = dict(channel_models or {})
+
+    @classmethod
+    def from_models(cls, channel_models: Mapping[str, RetrievalModel], **params: Any) -> "MultiChannelModel":
+        """Merge already fitted models, named by the mapping's keys (its order is the channel order)."""
+        model = cls(channel_models=channel_models)
+        model._set(channels=list(channel_models), **params)
+        model.validate_merge()
+        return model
+
+    def query_columns(self) -> tuple[str, ...]:
+        columns: list[str] = []
+        for model in self.channel_models.values():
+            columns += [c for c in model.query_columns() if c not in columns]
+        return tuple(columns)
+
+    def channel_lists(self, queries: DataFrame, k: int) -> dict[str, DataFrame]:
+        """Each channel's list for ``queries``, ``depth`` (default ``k``) items long, in channel order."""
+        depth = self.get("depth") or k
+        return {name: self.channel_models[name].recommend(queries, depth) for name in self.get("channels")}
+
+    def merge(self, lists: Mapping[str, DataFrame], k: int) -> DataFrame:
+        """Merge lists already computed (one per channel, by name) with this model's settings."""
+        return merge_lists(
+            {name: lists[name] for name in self.get("channels")},
+            k,
+            self.get("strategy"),
+            quotas=self.quotas_for(k),
+            weights=self.get("weights"),
+            rrf_k=self.get("rrf_k"),
+            depth=self.get("depth") or k,
+        )
+
+    def _recommend(self, queries: DataFrame, k: int) -> DataFrame:
+        self.require_channels()
+        self.validate_merge()
+        return self.merge(self.channel_lists(queries, k), k)
+
+    def materialize(self) -> "MultiChannelModel":
+        for model in self.channel_models.values():
+            model.materialize()
+        return self
+
+    def unpersist(self) -> None:
+        for model in self.channel_models.values():
+            model.unpersist()
+
+    def _save_parts(self, folder: str) -> None:
+        for name, model in self.channel_models.items():
+            model.save(f"{folder}/{CHANNELS_FOLDER}/{name}")
+
+    def _load_parts(self, path: str) -> None:
+        for name in self.get("channels"):
+            try:
+                self.channel_models[name] = RetrievalModel.load(f"{path}/{CHANNELS_FOLDER}/{name}")
+            except DataNotFoundError:
+                raise MalformedDataError(f"corrupt saved model at {path}: channel {name!r} is missing") from None
