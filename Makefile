@@ -9,7 +9,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(VENV)/bin/python)
 
 OUTPUT ?= results
 ARGS ?=
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=40
 
 .PHONY: run test setup clean
 

@@ -15,10 +15,12 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from .channel_analysis import channel_analysis
 from .columns import ITEM_ID, USER_ID
 from .data.split import temporal_split
 from .errors import InvalidParameterError
 from .evaluation import METRICS, catalog_coverage, mean_metrics, per_query_metrics
+from .models.multi_channel import MultiChannel, MultiChannelModel
 from .models.registry import build_estimator, resolve_models
 from .progress import SILENT, Progress
 from .report import markdown_table, write_report
@@ -141,7 +143,15 @@ def run_benchmark(
                 fit_seconds = time.perf_counter() - started
                 progress(f"recommending and evaluating {name} (fit {fit_seconds:.1f}s)")
                 started = time.perf_counter()
-                recommendations = model.recommend(test, k)
+                channel_lists = None
+                if isinstance(model, MultiChannelModel):  # each channel's list once: merged and analysed
+                    channel_lists = {
+                        channel: frame.persist(StorageLevel.MEMORY_AND_DISK)
+                        for channel, frame in model.channel_lists(test, k).items()
+                    }
+                    recommendations = model.merge(channel_lists, k).persist(StorageLevel.MEMORY_AND_DISK)
+                else:
+                    recommendations = model.recommend(test, k)
                 per_query = per_query_metrics(recommendations, test, k)
                 if first and bootstrap:
                     per_query = per_query.persist(StorageLevel.MEMORY_AND_DISK)
@@ -152,12 +162,21 @@ def run_benchmark(
                 if first and bootstrap:
                     intervals = bootstrap_intervals(per_query, resamples=bootstrap, seed=seed)
                 recommend_seconds = time.perf_counter() - started
+                analysis = None
+                if channel_lists is not None:
+                    if first:
+                        progress(f"analysing the channels of {name}")
+                        analysis = channel_analysis(channel_lists, test, k, merged=recommendations)
+                    for frame in (*channel_lists.values(), recommendations):
+                        frame.unpersist()
                 model.unpersist()
                 runs.append({"seed": run_seed, **metrics})
                 if first:
                     row = {"model": name, **metrics, "fit_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
                     if intervals is not None:
                         row["ci"] = {key: {"ci_low": v["ci_low"], "ci_high": v["ci_high"]} for key, v in intervals.items()}
+                    if analysis is not None:
+                        row["channel_analysis"] = analysis
                     row["params"] = estimator.params_dict()
                     row["params_source"] = "tuned" if chosen else "defaults"
                     if chosen:
@@ -190,6 +209,8 @@ SAMPLING_CAPS = {
 def is_stochastic(estimator, train: DataFrame) -> bool:
     """Whether the seed can change the fit: the estimator takes a seed and, for Item CF and Swing, their
     seeded sample is active (the cap is set and some user / item in ``train`` exceeds it)."""
+    if isinstance(estimator, MultiChannel):
+        return any(is_stochastic(channel, train) for channel in estimator.channel_estimators().values())
     if not estimator.hasParam("seed"):
         return False
     cap = SAMPLING_CAPS.get(type(estimator).__name__)

@@ -1,4 +1,5 @@
-"""The benchmark report on disk: ``results.json``, ``results.md`` and ``results.png`` (metrics per model).
+"""The benchmark report on disk: ``results.json``, ``results.md`` and ``results.png`` (metrics per model), plus
+``overlap.png`` (how much the channels' lists overlap) when a row merges channels.
 
 Every file is written to a temporary name and renamed, so readers see each one whole or not at all.
 An ``s3://`` destination is written to a local temporary folder first, then uploaded with boto3; other
@@ -16,6 +17,7 @@ from typing import Any
 from .storage import write_local_atomically
 
 PLOT_FILE = "results.png"
+OVERLAP_FILE = "overlap.png"
 TABLE_COLUMNS = (
     ("model", "model", "{}"),
     ("precision", "P@{k}", "{:.4f}"),
@@ -78,6 +80,48 @@ def plot_png(rows: list[dict[str, Any]], k: int, title: str) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def overlap_png(analysis: dict[str, Any], title: str) -> bytes:
+    """A heatmap of the mean Jaccard overlap between each pair of channels' top-K lists, as PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(analysis["channels"])
+    values = [[1.0 if a == b else (analysis["overlap"][a].get(b) or 0.0) for b in names] for a in names]
+    size = 2.5 + 0.9 * len(names)
+    figure = Figure(figsize=(size + 1.2, size), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    image = axes.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
+    axes.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    axes.set_yticks(range(len(names)), names, fontsize=8)
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value < 0.6 else "black")
+    figure.colorbar(image, ax=axes, label="mean Jaccard of top-K lists")
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def channel_table(row: dict[str, Any], k: int) -> str:
+    """A merged row's channels: own R@K and NDCG@K, queries only it hits, its share of the merged list."""
+    analysis = row["channel_analysis"]
+    lines = [
+        f"Channels of {row['model']} (merged R@{k} {analysis['merged']['recall']:.4f}):",
+        "",
+        f"| channel | R@{k} | NDCG@{k} | queries hit | only this channel hits | share of merged | alone in merged |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, figures in analysis["channels"].items():
+        lines.append(
+            f"| {name} | {figures['recall']:.4f} | {figures['ndcg']:.4f} | {figures['hit_queries']:,} | "
+            f"{figures['unique_hits']:,} | {figures.get('merged_share', 0.0):.3f} | {figures.get('sole_share', 0.0):.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def table_cell(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -155,9 +199,12 @@ def markdown_report(document: dict[str, Any]) -> str:
     table = markdown_table(document["results"], document["k"], document.get("bootstrap"))
     source = document.get("source")
     data = f"Data: {source_line(source)}.\n\n" if source else ""
+    merged = [row for row in document["results"] if row.get("channel_analysis")]
+    channels = "".join(f"\n{channel_table(row, document['k'])}\n" for row in merged)
+    heatmap = f"\n![channel overlap]({OVERLAP_FILE})\n" if merged else ""
     return (
         f"# Benchmark: {document['dataset']}, K = {document['k']}\n\n{data}Split: {split}.\n\n"
-        f"{table}\n\n![results]({PLOT_FILE})\n"
+        f"{table}\n\n![results]({PLOT_FILE})\n{channels}{heatmap}"
     )
 
 
@@ -174,11 +221,15 @@ def source_line(source: dict[str, Any]) -> str:
 def report_files(document: dict[str, Any]) -> dict[str, bytes]:
     """``results.json``, ``results.md`` and ``results.png`` of a benchmark's results document."""
     title = f"{document['dataset']}, K = {document['k']}"
-    return {
+    files = {
         "results.json": (json.dumps(document, indent=2) + "\n").encode("utf-8"),
         "results.md": markdown_report(document).encode("utf-8"),
         PLOT_FILE: plot_png(document["results"], document["k"], title),
     }
+    merged = next((row for row in document["results"] if row.get("channel_analysis")), None)
+    if merged is not None:  # the first merged row's channels (rows merging the same channels overlap the same)
+        files[OVERLAP_FILE] = overlap_png(merged["channel_analysis"], f"{title}: channels of {merged['model']}")
+    return files
 
 
 def write_report(document: dict[str, Any], output: str) -> None:

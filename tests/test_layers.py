@@ -17,7 +17,7 @@ LAYERS = [
     ("data", ["data"]),
     ("kernels", ["retrieval", "models.cooccurrence", "distributed"]),
     ("models", ["models"]),
-    ("evaluation", ["evaluation", "significance"]),
+    ("evaluation", ["evaluation", "significance", "channel_analysis"]),
     ("benchmark", ["report", "benchmark", "tuning"]),
     ("entry points", ["command", "config", "cli", "jobs"]),
     ("public face", [""]),

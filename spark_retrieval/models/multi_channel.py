@@ -111,13 +111,13 @@ class MultiChannel(RetrievalEstimator, MultiChannelParams):
             if entry.estimator_class() is MultiChannel:
                 raise InvalidParameterError(f"MultiChannel: channel {name!r} is itself a multi-channel row")
 
-    def _fit_interactions(self, train: DataFrame) -> "MultiChannelModel":
+    def channel_estimators(self) -> dict[str, RetrievalEstimator]:
+        """Each channel's estimator: its registry row with ``seed``, ``positive_threshold`` and ``channel_params``."""
         from .registry import build_estimator
 
         self.require_channels()
-        models = {}
-        for name in self.get("channels"):
-            estimator = build_estimator(
+        return {
+            name: build_estimator(
                 name,
                 self.get("seed"),
                 self.get("channel_params").get(name),
@@ -125,8 +125,13 @@ class MultiChannel(RetrievalEstimator, MultiChannelParams):
                 item_features=self.item_features,
                 user_features=self.user_features,
             )
-            models[name] = estimator.fit(train)
-        return MultiChannelModel(channel_models=models)
+            for name in self.get("channels")
+        }
+
+    def _fit_interactions(self, train: DataFrame) -> "MultiChannelModel":
+        return MultiChannelModel(
+            channel_models={name: estimator.fit(train) for name, estimator in self.channel_estimators().items()}
+        )
 
 
 class MultiChannelModel(RetrievalModel, MultiChannelParams):

@@ -1,0 +1,85 @@
+"""What each channel adds (``channel_analysis``) against brute-force counts on random lists, and a merged row in
+the benchmark: its channel table in results.md, its analysis in results.json and the overlap heatmap."""
+
+import json
+import random
+
+import pytest
+
+from spark_retrieval.benchmark import run_benchmark
+from spark_retrieval.channel_analysis import channel_analysis
+from spark_retrieval.columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS, SCORE
+from spark_retrieval.models.registry import MODELS, RegisteredModel
+from spark_retrieval.report import OVERLAP_FILE
+from spark_retrieval.retrieval.merge import merge_lists
+
+SCHEMA = f"{QUERY_ID} long, {RECOMMENDATIONS} array<struct<{ITEM_ID}: long, {SCORE}: double>>"
+K = 5
+
+
+@pytest.fixture(scope="module")
+def random_lists(spark):
+    rng = random.Random(11)
+    names = ["a", "b", "c"]
+    lists = {q: {n: rng.sample(range(15), rng.randint(0, 7)) for n in names} for q in range(60)}
+    labels = {q: set(rng.sample(range(15), rng.randint(1, 3))) for q in range(60)}
+    frames = {
+        n: spark.createDataFrame(
+            [(q, [(item, float(-i)) for i, item in enumerate(by[n])]) for q, by in lists.items() if by[n]], SCHEMA
+        )
+        for n in names
+    }
+    test = spark.createDataFrame([(q, item) for q, items in labels.items() for item in items], f"{QUERY_ID} long, {ITEM_ID} long")
+    return names, lists, labels, frames, test
+
+
+def test_unique_hits_overlap_and_shares_match_a_brute_force_count(random_lists):
+    names, lists, labels, frames, test = random_lists
+    merged = merge_lists(frames, K, "rrf")
+    got = channel_analysis(frames, test, K, merged=merged)
+    hits = {q: {n for n in names if set(by[n][:K]) & labels[q]} for q, by in lists.items()}
+    for n in names:
+        assert got["channels"][n]["hit_queries"] == sum(n in h for h in hits.values())
+        assert got["channels"][n]["unique_hits"] == sum(h == {n} for h in hits.values())
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            pairs = [(set(by[a][:K]), set(by[b][:K])) for by in lists.values()]
+            values = [len(x & y) / len(x | y) for x, y in pairs if x | y]
+            assert got["overlap"][a][b] == pytest.approx(sum(values) / len(values), abs=1e-12)
+    slots = [[c["channel"] for c in p["channels"]] for row in merged.collect() for p in row["provenance"][:K]]
+    for n in names:
+        assert got["channels"][n]["merged_share"] == pytest.approx(sum(n in s for s in slots) / len(slots))
+        assert got["channels"][n]["sole_share"] == pytest.approx(sum(s == [n] for s in slots) / len(slots))
+    recall = [len(set(row_items) & labels[q]) / len(labels[q]) for q, row_items in
+              {r[QUERY_ID]: [e[ITEM_ID] for e in r[RECOMMENDATIONS][:K]] for r in merged.collect()}.items()]
+    assert got["merged"]["recall"] == pytest.approx(sum(recall) / len(labels))  # queries without a list count 0
+
+
+def test_a_merged_row_in_the_benchmark_reports_its_channels(spark, tmp_path, monkeypatch):
+    rows = [(u, 10 + (u * 5 + t * (1 + u % 3)) % 23, float(1 + (u + t) % 5), t) for u in range(30) for t in range(10)]
+    ratings = spark.createDataFrame(rows, "user_id long, item_id long, rating double, timestamp long")
+    monkeypatch.setitem(
+        MODELS,
+        "merged_small",
+        RegisteredModel(
+            "merged_small",
+            "spark_retrieval.models.multi_channel:MultiChannel",
+            {"channels": ["item_cf", "global_hot"], "strategy": "quota", "shares": [3, 1]},
+            in_all=False,
+        ),
+    )
+    result = run_benchmark(spark, ratings, "tiny", ["item_cf", "global_hot", "merged_small"], k=K, holdout=2, bootstrap=0)
+    by_model = {row["model"]: row for row in result.results}
+    analysis = by_model["merged_small"]["channel_analysis"]
+    assert list(analysis["channels"]) == ["item_cf", "global_hot"]
+    for channel in ("item_cf", "global_hot"):  # a channel's own figures are its single row's
+        assert analysis["channels"][channel]["recall"] == by_model[channel]["recall"]
+    assert analysis["merged"]["recall"] == by_model["merged_small"]["recall"]
+    assert by_model["merged_small"]["seeds"] == "deterministic"  # neither channel samples
+    result.write(str(tmp_path))
+    assert (tmp_path / OVERLAP_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "results.md").read_text()
+    assert "Channels of merged_small" in report and f"![channel overlap]({OVERLAP_FILE})" in report
+    assert json.loads((tmp_path / "results.json").read_text())["results"][2]["channel_analysis"]["k"] == K
