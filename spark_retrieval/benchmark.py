@@ -59,7 +59,7 @@ def run_benchmark(
     ratings,
     dataset: str,
     models: list[str],
-    k: int = 20,
+    k: int | Sequence[int] = 20,
     holdout: int = 3,
     positive_threshold: float = 2.0,
     seed: int = 0,
@@ -71,6 +71,11 @@ def run_benchmark(
     source: Mapping[str, Any] | None = None,
 ) -> BenchmarkResult:
     """Split ``ratings`` once, then fit, recommend and evaluate each model on the same split.
+
+    ``k``: the list length, or several (``[20, 100, 200]``): the first is the table's; each row then also has
+    ``at_k`` with every metric at the others (each list computed once, at the longest K; merged rows merge per K).
+    A merged row (``MultiChannel``) shares its channels' fits and lists with the rows that fit them with the same
+    parameters, and adds ``channel_analysis`` (``channel_analysis.channel_analysis``) at each K.
 
     ``tuned``: per model, ``{"params": …, "score": …}`` chosen on validation (``tuning.read_tuned``): those
     models are fitted with these parameters on the whole train and their rows say ``params_source: tuned``
@@ -84,8 +89,8 @@ def run_benchmark(
     ``side``: ``item_features`` / ``user_features`` for the models that read them; ``source``: the event log's
     description (``data.event_log``), kept in the results as ``source``.
     """
-    if not isinstance(k, int) or k < 1:
-        raise InvalidParameterError(f"k must be a positive integer, got {k!r}")
+    ks = parse_ks(k)
+    k = ks[0]
     models = resolve_models(models)
     seeds = parse_seeds(seeds) if seeds is not None else [seed]
     bootstrap = check_resamples(bootstrap)
@@ -99,6 +104,7 @@ def run_benchmark(
     catalog = train.select(ITEM_ID).distinct().persist(StorageLevel.MEMORY_AND_DISK)
 
     settings: dict[str, Any] = {
+        **({"ks": ks} if len(ks) > 1 else {}),
         "holdout": holdout,
         "positive_threshold": positive_threshold,
         "seed": seed,
@@ -127,6 +133,7 @@ def run_benchmark(
     )
     side_tables = dict(side or {})
     per_query_of: dict[str, DataFrame] = {}  # each row's per-query metrics, kept for the paired comparisons
+    channels = ChannelFits(models, seeds[0], tuned, positive_threshold, side_tables)
     try:
         for name in models:
             chosen = (tuned or {}).get(name)
@@ -138,20 +145,26 @@ def run_benchmark(
                 estimator = build_estimator(name, run_seed, params, positive_threshold, **side_tables)
                 progress(f"fitting {name}" + (f" (seed {run_seed})" if stochastic and len(seeds) > 1 else ""))
                 started = time.perf_counter()
-                model = estimator.fit(train)
-                model.materialize()
-                fit_seconds = time.perf_counter() - started
+                if isinstance(estimator, MultiChannel):
+                    model, fit_seconds = channels.merged_model(estimator, train, progress)
+                else:
+                    model = estimator.fit(train)
+                    model.materialize()
+                    fit_seconds = time.perf_counter() - started
+                    channels.offer(name, estimator, model, fit_seconds)
                 progress(f"recommending and evaluating {name} (fit {fit_seconds:.1f}s)")
                 started = time.perf_counter()
-                channel_lists = None
-                if isinstance(model, MultiChannelModel):  # each channel's list once: merged and analysed
-                    channel_lists = {
-                        channel: frame.persist(StorageLevel.MEMORY_AND_DISK)
-                        for channel, frame in model.channel_lists(test, k).items()
-                    }
-                    recommendations = model.merge(channel_lists, k).persist(StorageLevel.MEMORY_AND_DISK)
-                else:
-                    recommendations = model.recommend(test, k)
+                lists = channels.lists(model, test, max(ks)) if isinstance(model, MultiChannelModel) else None
+                at_k: dict[int, DataFrame] = {}
+                if lists is not None:  # merged per K: quotas and depth depend on K
+                    for each_k in ks:
+                        at_k[each_k] = model.merge(lists, each_k).persist(StorageLevel.MEMORY_AND_DISK)
+                else:  # every model's top-K is the first K of its longer list (score, then item id)
+                    longest = model.recommend(test, max(ks))
+                    if len(ks) > 1:
+                        longest = longest.persist(StorageLevel.MEMORY_AND_DISK)
+                    at_k = {each_k: longest for each_k in ks}
+                recommendations = at_k[k]
                 per_query = per_query_metrics(recommendations, test, k)
                 if first and bootstrap:
                     per_query = per_query.persist(StorageLevel.MEMORY_AND_DISK)
@@ -161,22 +174,32 @@ def run_benchmark(
                 intervals = None
                 if first and bootstrap:
                     intervals = bootstrap_intervals(per_query, resamples=bootstrap, seed=seed)
+                longer = {
+                    each_k: {
+                        **mean_metrics(per_query_metrics(at_k[each_k], test, each_k)),
+                        "coverage": catalog_coverage(at_k[each_k], catalog, each_k),
+                    }
+                    for each_k in ks[1:]
+                }
                 recommend_seconds = time.perf_counter() - started
-                analysis = None
-                if channel_lists is not None:
-                    if first:
-                        progress(f"analysing the channels of {name}")
-                        analysis = channel_analysis(channel_lists, test, k, merged=recommendations)
-                    for frame in (*channel_lists.values(), recommendations):
-                        frame.unpersist()
-                model.unpersist()
+                analysis: dict[int, dict[str, Any]] = {}
+                if lists is not None and first:
+                    progress(f"analysing the channels of {name}")
+                    analysis = {each_k: channel_analysis(lists, test, each_k, merged=at_k[each_k]) for each_k in ks}
+                for frame in {id(f): f for f in at_k.values()}.values():
+                    frame.unpersist()
+                channels.done_with(model)
                 runs.append({"seed": run_seed, **metrics})
                 if first:
                     row = {"model": name, **metrics, "fit_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
                     if intervals is not None:
                         row["ci"] = {key: {"ci_low": v["ci_low"], "ci_high": v["ci_high"]} for key, v in intervals.items()}
-                    if analysis is not None:
-                        row["channel_analysis"] = analysis
+                    if longer:
+                        row["at_k"] = {str(each_k): values for each_k, values in longer.items()}
+                    if analysis:
+                        row["channel_analysis"] = analysis[k]
+                        for each_k in ks[1:]:
+                            row["at_k"][str(each_k)]["channel_analysis"] = analysis[each_k]
                     row["params"] = estimator.params_dict()
                     row["params_source"] = "tuned" if chosen else "defaults"
                     if chosen:
@@ -192,9 +215,96 @@ def run_benchmark(
         if bootstrap:
             compare_with_best(result.results, per_query_of, bootstrap, seed, progress)
     finally:
+        channels.release()
         for frame in (train, test, catalog, *per_query_of.values()):
             frame.unpersist()
     return result
+
+
+class ChannelFits:
+    """The fits and lists the merged rows of a run share with the other rows, so each channel is fitted once
+    and its list computed once, whichever rows use it.
+
+    A single row's model is kept for a merged row when the merged row would fit that channel with exactly the
+    same parameters (and seed); a channel no single row fits is fitted here, once, for every merged row.
+    """
+
+    def __init__(self, models: Sequence[str], seed: int, tuned, positive_threshold, side: Mapping[str, Any]):
+        self.wanted: dict[str, dict[str, Any]] = {}  # channel → the params its merged rows fit it with
+        for name in models:
+            chosen = (tuned or {}).get(name)
+            estimator = build_estimator(name, seed, chosen["params"] if chosen else None, positive_threshold, **side)
+            if isinstance(estimator, MultiChannel):
+                for channel, channel_estimator in estimator.channel_estimators().items():
+                    self.wanted.setdefault(channel, channel_estimator.params_dict())
+        self.fitted: dict[str, tuple[Any, float]] = {}
+        self.cached_lists: dict[tuple[str, int], DataFrame] = {}
+        self.own_lists: list[DataFrame] = []
+
+    def offer(self, name: str, estimator, model, fit_seconds: float) -> None:
+        """Keep a single row's fit when a merged row wants this channel with the same parameters."""
+        if name in self.wanted and name not in self.fitted and estimator.params_dict() == self.wanted[name]:
+            self.fitted[name] = (model, fit_seconds)
+
+    def merged_model(self, estimator, train: DataFrame, progress: Progress):
+        """The merged row's model over shared channel fits; its fit time is the sum of its channels' fit times."""
+        models, seconds = {}, 0.0
+        for channel, channel_estimator in estimator.channel_estimators().items():
+            if channel in self.fitted and channel_estimator.params_dict() == self.wanted.get(channel):
+                model, fit_seconds = self.fitted[channel]
+            else:
+                progress(f"fitting channel {channel}")
+                started = time.perf_counter()
+                model = channel_estimator.fit(train)
+                model.materialize()
+                fit_seconds = time.perf_counter() - started
+                if channel_estimator.params_dict() == self.wanted.get(channel):
+                    self.fitted[channel] = (model, fit_seconds)
+            models[channel] = model
+            seconds += fit_seconds
+        merged = MultiChannelModel.from_models(
+            models, **{key: value for key, value in estimator.params_dict().items() if key not in MERGE_ONLY_FITS}
+        )
+        return merged, seconds
+
+    def lists(self, model: MultiChannelModel, test: DataFrame, k: int) -> dict[str, DataFrame]:
+        """Each channel's list for the test queries (``depth``, or ``k``, long), computed once per shared fit."""
+        depth = model.get("depth") or k
+        found = {}
+        for channel, channel_model in model.channel_models.items():
+            if self.shared(channel, channel_model):
+                if (channel, depth) not in self.cached_lists:
+                    self.cached_lists[(channel, depth)] = channel_model.recommend(test, depth).persist(StorageLevel.MEMORY_AND_DISK)
+                found[channel] = self.cached_lists[(channel, depth)]
+            else:
+                found[channel] = channel_model.recommend(test, depth).persist(StorageLevel.MEMORY_AND_DISK)
+                self.own_lists.append(found[channel])
+        return found
+
+    def shared(self, channel: str, model) -> bool:
+        return self.fitted.get(channel, (None,))[0] is model
+
+    def done_with(self, model) -> None:
+        """Unpersist a row's model once it is evaluated, except the fits merged rows still share."""
+        if isinstance(model, MultiChannelModel):
+            for channel, channel_model in model.channel_models.items():
+                if not self.shared(channel, channel_model):
+                    channel_model.unpersist()
+            for frame in self.own_lists:
+                frame.unpersist()
+            self.own_lists = []
+        elif not any(model is kept for kept, _ in self.fitted.values()):
+            model.unpersist()
+
+    def release(self) -> None:
+        for frame in (*self.cached_lists.values(), *self.own_lists):
+            frame.unpersist()
+        for model, _ in self.fitted.values():
+            model.unpersist()
+
+
+MERGE_ONLY_FITS = ("channels", "channel_params", "positive_threshold", "seed")
+"""MultiChannel parameters that only say how channels are fitted; the rest say how their lists are merged."""
 
 
 SEEDED_METRICS = (*METRICS, "coverage")
@@ -252,6 +362,19 @@ def compare_with_best(
             per_query_of[row["model"]], per_query_of[best["model"]], resamples=resamples, seed=seed
         )
         row["vs_best"] = {"baseline": best["model"], "best": False, **differences}
+
+
+def parse_ks(k: int | Sequence[int] | str) -> list[int]:
+    """``20``, ``"20,100,200"`` or ``[20, 100, 200]`` → distinct positive list lengths; the first is the main one."""
+    values = k if isinstance(k, (list, tuple)) else [k]
+    if isinstance(k, str):
+        try:
+            values = [int(part) for part in k.split(",") if part.strip()]
+        except ValueError:
+            raise InvalidParameterError(f"k must be a positive integer or a comma list of them, got {k!r}") from None
+    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values) or len(set(values)) != len(values):
+        raise InvalidParameterError(f"k must be one or more distinct positive integers, got {k!r}")
+    return list(values)
 
 
 def parse_seeds(seeds: Sequence[int] | str) -> list[int]:

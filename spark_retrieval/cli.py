@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Sequence
 
-from .command import EXIT_CODES_HELP, UserErrorParser, exit_code_of, finite_float, positive_int
+from .command import EXIT_CODES_HELP, UserErrorParser, exit_code_of, finite_float, positive_int, positive_int_list
 from .destinations import Destination, check_before_spark, check_with_spark
 from .errors import DataNotFoundError, InvalidParameterError
 from .session import check_master
@@ -76,7 +76,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, datasets, models, output_
     log.add_argument("--users", metavar="URI", help="user table (same id column as the log) for the two-tower models")
     log.add_argument("--schema", help="two-tower feature schema (YAML) naming the side tables' columns (default: the row's own)")
     parser.add_argument("--models", default="all", help=f"'all' or a comma list of: {', '.join(models)}")
-    parser.add_argument("--k", type=positive_int, default=20, help="list length for every metric (default 20)")
+    parser.add_argument("--k", type=positive_int_list, default=[20],
+                        help="list length for every metric (default 20); benchmark: a comma list, e.g. 20,100,200, "
+                        "also reports each row at the longer lengths (the first is the table's)")
     parser.add_argument("--holdout", type=positive_int, default=3, help="events held out per user (default 3)")
     parser.add_argument("--positive-threshold", type=finite_float,
                         help="held-out events rated above this are queries (default 2.0; a log without ratings takes none)")
@@ -184,6 +186,9 @@ def run_tune_command(args: argparse.Namespace) -> int:
     from .destinations import is_local
     from .tuning import check_tuning_arguments, tune, write_tuning
 
+    if len(args.k) > 1:
+        raise InvalidParameterError(f"tune scores one list length: --k {','.join(map(str, args.k))} gives {len(args.k)}")
+    args.k = args.k[0]
     check_tuning_arguments(args.models, args.trials, args.metric, args.k, args.holdout, args.seed)
     if not args.output:
         raise InvalidParameterError("--output is required: the folder for tuned.json, tuning.png and the study")

@@ -36,6 +36,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
+def positive_int_list(text: str) -> list[int]:
+    """``20`` or ``20,100,200``: distinct positive integers, in the order given."""
+    try:
+        values = [integer(at_least=1)(int(part)) for part in text.split(",")]
+    except (ValueError, InvalidParameterError):
+        raise argparse.ArgumentTypeError(f"expected a positive integer or a comma list of them, got {text!r}") from None
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct values, got {text!r}")
+    return values
+
+
 def finite_float(text: str) -> float:
     try:
         return number()(float(text))

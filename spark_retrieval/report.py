@@ -127,7 +127,11 @@ def channel_table(row: dict[str, Any], k: int) -> str:
 def table_cell(row: dict[str, Any], key: str, fmt: str) -> str:
     """One cell: a dash when missing; ``value ± half-width`` for ``INTERVAL_COLUMNS`` with an interval; the
     paired difference with its interval, or ``best``, for ``vs_best``; the seed spread for ``seeds``."""
-    value = row.get(key)
+    if key.startswith("at_k:"):
+        _, each, metric = key.split(":")
+        value = ((row.get("at_k") or {}).get(each) or {}).get(metric)
+    else:
+        value = row.get(key)
     if value is None:
         return "–"
     if key == "vs_best":
@@ -156,6 +160,11 @@ def markdown_table(rows: list[dict[str, Any]], k: int, bootstrap: dict[str, Any]
     columns = [
         column for column in TABLE_COLUMNS
         if column[0] not in OPTIONAL_COLUMNS or any(row.get(column[0]) is not None for row in rows)
+    ]
+    longer = sorted({int(key) for row in rows for key in (row.get("at_k") or {})})
+    at = next(index for index, column in enumerate(columns) if column[0] == "coverage")
+    columns[at + 1:at + 1] = [
+        (f"at_k:{each}:{metric}", f"{label}@{each}", "{:.4f}") for each in longer for metric, label in (("recall", "R"), ("ndcg", "NDCG"))
     ]
     header = [title.format(k=k) for _, title, _ in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -9,6 +9,7 @@ import pytest
 from spark_retrieval.benchmark import run_benchmark
 from spark_retrieval.channel_analysis import channel_analysis
 from spark_retrieval.columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS, SCORE
+from spark_retrieval.models.item_cf import ItemCF
 from spark_retrieval.models.registry import MODELS, RegisteredModel
 from spark_retrieval.report import OVERLAP_FILE
 from spark_retrieval.retrieval.merge import merge_lists
@@ -57,29 +58,36 @@ def test_unique_hits_overlap_and_shares_match_a_brute_force_count(random_lists):
     assert got["merged"]["recall"] == pytest.approx(sum(recall) / len(labels))  # queries without a list count 0
 
 
-def test_a_merged_row_in_the_benchmark_reports_its_channels(spark, tmp_path, monkeypatch):
+def test_merged_rows_in_the_benchmark_share_fits_and_report_their_channels(spark, tmp_path, monkeypatch):
     rows = [(u, 10 + (u * 5 + t * (1 + u % 3)) % 23, float(1 + (u + t) % 5), t) for u in range(30) for t in range(10)]
     ratings = spark.createDataFrame(rows, "user_id long, item_id long, rating double, timestamp long")
-    monkeypatch.setitem(
-        MODELS,
-        "merged_small",
-        RegisteredModel(
-            "merged_small",
-            "spark_retrieval.models.multi_channel:MultiChannel",
-            {"channels": ["item_cf", "global_hot"], "strategy": "quota", "shares": [3, 1]},
-            in_all=False,
-        ),
-    )
-    result = run_benchmark(spark, ratings, "tiny", ["item_cf", "global_hot", "merged_small"], k=K, holdout=2, bootstrap=0)
+    merged = "spark_retrieval.models.multi_channel:MultiChannel"
+    both = ["item_cf", "global_hot"]
+    monkeypatch.setitem(MODELS, "quota_small", RegisteredModel("quota_small", merged, {"channels": both, "strategy": "quota", "shares": [3, 1]}, in_all=False))
+    monkeypatch.setitem(MODELS, "rrf_small", RegisteredModel("rrf_small", merged, {"channels": both, "strategy": "rrf"}, in_all=False))
+    fits = []
+    original = ItemCF._fit_interactions
+    monkeypatch.setattr(ItemCF, "_fit_interactions", lambda self, train: fits.append(1) or original(self, train))
+
+    result = run_benchmark(spark, ratings, "tiny", both + ["quota_small", "rrf_small"], k=[K, 8], holdout=2, bootstrap=0)
+    assert len(fits) == 1  # the item_cf row's fit serves both merged rows
     by_model = {row["model"]: row for row in result.results}
-    analysis = by_model["merged_small"]["channel_analysis"]
-    assert list(analysis["channels"]) == ["item_cf", "global_hot"]
-    for channel in ("item_cf", "global_hot"):  # a channel's own figures are its single row's
+    alone = run_benchmark(spark, ratings, "tiny", both, k=K, holdout=2, bootstrap=0)
+    for row in alone.results:  # the table's K is unchanged by also measuring at a longer K
+        assert {m: by_model[row["model"]][m] for m in ("recall", "ndcg", "coverage")} == {m: row[m] for m in ("recall", "ndcg", "coverage")}
+    analysis = by_model["quota_small"]["channel_analysis"]
+    assert list(analysis["channels"]) == both and analysis["k"] == K
+    for channel in both:  # a channel's own figures are its single row's, at each K
         assert analysis["channels"][channel]["recall"] == by_model[channel]["recall"]
-    assert analysis["merged"]["recall"] == by_model["merged_small"]["recall"]
-    assert by_model["merged_small"]["seeds"] == "deterministic"  # neither channel samples
+        longer = by_model["quota_small"]["at_k"]["8"]["channel_analysis"]["channels"][channel]
+        assert longer["recall"] == by_model[channel]["at_k"]["8"]["recall"]
+    assert analysis["merged"]["recall"] == by_model["quota_small"]["recall"]
+    assert by_model["rrf_small"]["at_k"]["8"]["recall"] == by_model["rrf_small"]["at_k"]["8"]["channel_analysis"]["merged"]["recall"]
+    assert by_model["quota_small"]["seeds"] == "deterministic"  # neither channel samples
     result.write(str(tmp_path))
     assert (tmp_path / OVERLAP_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "results.md").read_text()
-    assert "Channels of merged_small" in report and f"![channel overlap]({OVERLAP_FILE})" in report
-    assert json.loads((tmp_path / "results.json").read_text())["results"][2]["channel_analysis"]["k"] == K
+    assert "Channels of quota_small" in report and f"![channel overlap]({OVERLAP_FILE})" in report
+    assert "| R@8 | NDCG@8 |" in report
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["ks"] == [K, 8] and document["results"][2]["channel_analysis"]["k"] == K

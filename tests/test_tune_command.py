@@ -50,6 +50,7 @@ def test_benchmark_with_tuned_params_uses_them_and_says_so(spark, tuned, tmp_pat
         (["--trials", "0"], "trials must be a positive integer"),
         (["--metric", "map"], "metric"),
         (["--models", "nope"], "unknown model"),
+        (["--k", "20,100"], "tune scores one list length"),
     ],
 )
 def test_bad_tune_arguments_are_one_line_and_exit_2(tmp_path, capsys, args, message):
