@@ -20,7 +20,7 @@ from .columns import ITEM_ID, USER_ID
 from .data.split import temporal_split
 from .errors import InvalidParameterError
 from .evaluation import METRICS, catalog_coverage, mean_metrics, per_query_metrics
-from .models.multi_channel import MultiChannel, MultiChannelModel
+from .models.multi_channel import ChannelCache, MultiChannel, MultiChannelModel
 from .models.registry import build_estimator, resolve_models
 from .progress import SILENT, Progress
 from .report import markdown_table, write_report
@@ -133,7 +133,8 @@ def run_benchmark(
     )
     side_tables = dict(side or {})
     per_query_of: dict[str, DataFrame] = {}  # each row's per-query metrics, kept for the paired comparisons
-    channels = ChannelFits(models, seeds[0], tuned, positive_threshold, side_tables)
+    channels = ChannelCache(train, progress)  # fits and lists the merged rows share with the single rows
+    wanted = merged_channel_keys(models, seeds[0], tuned, positive_threshold, side_tables)
     try:
         for name in models:
             chosen = (tuned or {}).get(name)
@@ -146,12 +147,13 @@ def run_benchmark(
                 progress(f"fitting {name}" + (f" (seed {run_seed})" if stochastic and len(seeds) > 1 else ""))
                 started = time.perf_counter()
                 if isinstance(estimator, MultiChannel):
-                    model, fit_seconds = channels.merged_model(estimator, train, progress)
+                    model, fit_seconds = channels.merged_model(estimator)
                 else:
                     model = estimator.fit(train)
                     model.materialize()
                     fit_seconds = time.perf_counter() - started
-                    channels.offer(name, estimator, model, fit_seconds)
+                    if ChannelCache.key(name, estimator) in wanted:
+                        channels.offer(name, estimator, model, fit_seconds)
                 progress(f"recommending and evaluating {name} (fit {fit_seconds:.1f}s)")
                 started = time.perf_counter()
                 lists = channels.lists(model, test, max(ks)) if isinstance(model, MultiChannelModel) else None
@@ -188,7 +190,8 @@ def run_benchmark(
                     analysis = {each_k: channel_analysis(lists, test, each_k, merged=at_k[each_k]) for each_k in ks}
                 for frame in {id(f): f for f in at_k.values()}.values():
                     frame.unpersist()
-                channels.done_with(model)
+                if not isinstance(model, MultiChannelModel) and not channels.holds(model):
+                    model.unpersist()  # a merged row's channels stay in the cache until the end
                 runs.append({"seed": run_seed, **metrics})
                 if first:
                     row = {"model": name, **metrics, "fit_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
@@ -221,90 +224,15 @@ def run_benchmark(
     return result
 
 
-class ChannelFits:
-    """The fits and lists the merged rows of a run share with the other rows, so each channel is fitted once
-    and its list computed once, whichever rows use it.
-
-    A single row's model is kept for a merged row when the merged row would fit that channel with exactly the
-    same parameters (and seed); a channel no single row fits is fitted here, once, for every merged row.
-    """
-
-    def __init__(self, models: Sequence[str], seed: int, tuned, positive_threshold, side: Mapping[str, Any]):
-        self.wanted: dict[str, dict[str, Any]] = {}  # channel → the params its merged rows fit it with
-        for name in models:
-            chosen = (tuned or {}).get(name)
-            estimator = build_estimator(name, seed, chosen["params"] if chosen else None, positive_threshold, **side)
-            if isinstance(estimator, MultiChannel):
-                for channel, channel_estimator in estimator.channel_estimators().items():
-                    self.wanted.setdefault(channel, channel_estimator.params_dict())
-        self.fitted: dict[str, tuple[Any, float]] = {}
-        self.cached_lists: dict[tuple[str, int], DataFrame] = {}
-        self.own_lists: list[DataFrame] = []
-
-    def offer(self, name: str, estimator, model, fit_seconds: float) -> None:
-        """Keep a single row's fit when a merged row wants this channel with the same parameters."""
-        if name in self.wanted and name not in self.fitted and estimator.params_dict() == self.wanted[name]:
-            self.fitted[name] = (model, fit_seconds)
-
-    def merged_model(self, estimator, train: DataFrame, progress: Progress):
-        """The merged row's model over shared channel fits; its fit time is the sum of its channels' fit times."""
-        models, seconds = {}, 0.0
-        for channel, channel_estimator in estimator.channel_estimators().items():
-            if channel in self.fitted and channel_estimator.params_dict() == self.wanted.get(channel):
-                model, fit_seconds = self.fitted[channel]
-            else:
-                progress(f"fitting channel {channel}")
-                started = time.perf_counter()
-                model = channel_estimator.fit(train)
-                model.materialize()
-                fit_seconds = time.perf_counter() - started
-                if channel_estimator.params_dict() == self.wanted.get(channel):
-                    self.fitted[channel] = (model, fit_seconds)
-            models[channel] = model
-            seconds += fit_seconds
-        merged = MultiChannelModel.from_models(
-            models, **{key: value for key, value in estimator.params_dict().items() if key not in MERGE_ONLY_FITS}
-        )
-        return merged, seconds
-
-    def lists(self, model: MultiChannelModel, test: DataFrame, k: int) -> dict[str, DataFrame]:
-        """Each channel's list for the test queries (``depth``, or ``k``, long), computed once per shared fit."""
-        depth = model.get("depth") or k
-        found = {}
-        for channel, channel_model in model.channel_models.items():
-            if self.shared(channel, channel_model):
-                if (channel, depth) not in self.cached_lists:
-                    self.cached_lists[(channel, depth)] = channel_model.recommend(test, depth).persist(StorageLevel.MEMORY_AND_DISK)
-                found[channel] = self.cached_lists[(channel, depth)]
-            else:
-                found[channel] = channel_model.recommend(test, depth).persist(StorageLevel.MEMORY_AND_DISK)
-                self.own_lists.append(found[channel])
-        return found
-
-    def shared(self, channel: str, model) -> bool:
-        return self.fitted.get(channel, (None,))[0] is model
-
-    def done_with(self, model) -> None:
-        """Unpersist a row's model once it is evaluated, except the fits merged rows still share."""
-        if isinstance(model, MultiChannelModel):
-            for channel, channel_model in model.channel_models.items():
-                if not self.shared(channel, channel_model):
-                    channel_model.unpersist()
-            for frame in self.own_lists:
-                frame.unpersist()
-            self.own_lists = []
-        elif not any(model is kept for kept, _ in self.fitted.values()):
-            model.unpersist()
-
-    def release(self) -> None:
-        for frame in (*self.cached_lists.values(), *self.own_lists):
-            frame.unpersist()
-        for model, _ in self.fitted.values():
-            model.unpersist()
-
-
-MERGE_ONLY_FITS = ("channels", "channel_params", "positive_threshold", "seed")
-"""MultiChannel parameters that only say how channels are fitted; the rest say how their lists are merged."""
+def merged_channel_keys(models, seed: int, tuned, positive_threshold, side: Mapping[str, Any]) -> set:
+    """The (channel, parameters) keys the merged rows among ``models`` fit their channels with (first seed)."""
+    keys = set()
+    for name in models:
+        chosen = (tuned or {}).get(name)
+        estimator = build_estimator(name, seed, chosen["params"] if chosen else None, positive_threshold, **side)
+        if isinstance(estimator, MultiChannel):
+            keys |= {ChannelCache.key(channel, each) for channel, each in estimator.channel_estimators().items()}
+    return keys
 
 
 SEEDED_METRICS = (*METRICS, "coverage")

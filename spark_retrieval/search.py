@@ -164,6 +164,47 @@ class Choice(Domain):
         return {"type": "choice", "values": [list(v) if isinstance(v, tuple) else v for v in self.values]}
 
 
+@dataclass(frozen=True)
+class Each(Domain):
+    """One value of ``element`` per entry of the list parameter ``of`` (a weight per merged channel).
+
+    Declared without a length; ``resolved(params)`` fixes it from the row's ``of`` list. Optuna sees one
+    parameter per entry, ``name[0]``, ``name[1]``, …. ``None`` (the parameter left unset) lies inside: it means
+    every entry alike.
+    """
+
+    element: Domain
+    of: str
+    length: int | None = None
+    when: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    def resolved(self, params: Mapping[str, Any]) -> "Each":
+        entries = params.get(self.of)
+        if not isinstance(entries, (list, tuple)) or not entries:
+            raise InvalidParameterError(f"Each: {self.of} must be a non-empty list to size this domain, got {entries!r}")
+        return Each(self.element, self.of, len(entries), self.when)
+
+    def suggest(self, trial: Any, name: str) -> list:
+        if self.length is None:
+            raise InvalidParameterError(f"Each({self.of}): resolve the length before suggesting {name}")
+        return [self.element.suggest(trial, f"{name}[{index}]") for index in range(self.length)]
+
+    def contains(self, value: Any) -> bool:
+        if value is None:
+            return True
+        return (
+            isinstance(value, (list, tuple))
+            and (self.length is None or len(value) == self.length)
+            and all(self.element.contains(v) for v in value)
+        )
+
+    def decode(self, raw: Any) -> list:
+        return list(raw)
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "each", "of": self.of, "length": self.length, "element": self.element.describe()}
+
+
 def describe_space(space: Mapping[str, Domain]) -> dict[str, dict[str, Any]]:
     """A JSON-ready description of a search space (name → its domain)."""
     return {name: domain.describe() for name, domain in space.items()}

@@ -37,9 +37,10 @@ from pyspark.sql import DataFrame
 from .data.split import validation_split
 from .errors import DataNotFoundError, InvalidParameterError
 from .evaluation import evaluate
+from .models.multi_channel import ChannelCache, MultiChannel
 from .models.registry import MODELS, build_estimator, resolve_models
 from .progress import SILENT
-from .search import Domain, describe_space
+from .search import Domain, Each, describe_space
 from .storage import write_local_atomically
 from .validation import is_integer, is_real
 
@@ -72,7 +73,8 @@ def search_space(
     fixed = dict(fixed or {})
     settings = build_estimator(name, 0, fixed).params_dict()
     pinned = (set(entry.preset) - ALWAYS_TUNED) | set(fixed)
-    return {key: domain for key, domain in declared.items() if key not in pinned and domain.applies(settings)}
+    searched = {key: domain for key, domain in declared.items() if key not in pinned and domain.applies(settings)}
+    return {key: domain.resolved(settings) if isinstance(domain, Each) else domain for key, domain in searched.items()}
 
 
 def study_seed(seed: int, model: str, trial: int) -> int:
@@ -174,10 +176,14 @@ def tune(
         unknown = sorted(set(given) - set(names))
         if unknown:
             raise InvalidParameterError(f"{what} names model(s) that are not tuned: {', '.join(unknown)}")
-    plans = {}
+    plans, merged = {}, {}
     for name in names:
-        build_estimator(name, seed, fixed.get(name))  # bad fixed parameters fail here, naming the class
+        estimator = build_estimator(name, seed, fixed.get(name))  # bad fixed parameters fail here, naming the class
         plans[name] = search_space(name, spaces.get(name), fixed.get(name))
+        if isinstance(estimator, MultiChannel):
+            merged[name] = estimator.get("channels")
+    # Merged rows last: their channels are fitted with the parameters those channels' own rows just won.
+    names = [name for name in names if name not in merged] + [name for name in names if name in merged]
 
     import optuna
 
@@ -199,12 +205,13 @@ def tune(
         for name in names
     }
     existing = _existing_studies(optuna, storage, names)
-    for name, study in existing.items():
-        _check_settings(study, settings[name], storage_dir, name, ignore=("validation",))
+    for name, study in existing.items():  # a merged row's fixed channel parameters are known once its channels are
+        _check_settings(study, settings[name], storage_dir, name, ignore=("validation",) + (("fixed",) if name in merged else ()))
 
     split = validation_split(train, holdout=holdout, positive_threshold=float(positive_threshold))
     validation_train = split.train.persist(StorageLevel.MEMORY_AND_DISK)
     validation_queries = split.test.persist(StorageLevel.MEMORY_AND_DISK)
+    channels = ChannelCache(validation_train, progress)  # a merged row's trials share its channels' fits and lists
     try:
         counts = split.counts()
         progress(
@@ -215,20 +222,36 @@ def tune(
         for name in names:
             settings[name]["validation"] = counts
         for name, study in existing.items():
-            _check_settings(study, settings[name], storage_dir, name)
+            if name not in merged:
+                _check_settings(study, settings[name], storage_dir, name)
         if storage_dir is not None:
             os.makedirs(storage_dir, exist_ok=True)
 
         result = TuningResult(metric, k, trials, seed, holdout, float(positive_threshold), counts)
         for name in names:
+            if name in merged:
+                fixed[name] = with_tuned_channels(fixed.get(name, {}), merged[name], result)
+                settings[name]["fixed"] = fixed[name]
+                if name in existing:
+                    _check_settings(existing[name], settings[name], storage_dir, name)
             result.models[name] = _tune_model(
                 optuna, storage, name, plans[name], fixed.get(name, {}), settings[name], trials, seed,
-                validation_train, validation_queries, progress, dict(side or {}),
+                validation_train, validation_queries, progress, dict(side or {}), channels,
             )
         return result
     finally:
+        channels.release()
         validation_train.unpersist()
         validation_queries.unpersist()
+
+
+def with_tuned_channels(fixed: Mapping[str, Any], channels: Sequence[str], result: "TuningResult") -> dict[str, Any]:
+    """A merged row's fixed parameters plus, for each channel tuned in this run, the parameters it won (what
+    ``benchmark --params`` will fit that channel's row with); parameters given in ``fixed`` win."""
+    tuned = {channel: result.models[channel].params for channel in channels if channel in result.models}
+    if not tuned:
+        return dict(fixed)
+    return {**fixed, "channel_params": {**tuned, **dict(fixed.get("channel_params") or {})}}
 
 
 def _existing_studies(optuna, storage: str | None, names: list[str]) -> dict[str, Any]:
@@ -266,6 +289,7 @@ def _tune_model(
     validation_queries: DataFrame,
     progress: Callable[[str], None],
     side: dict[str, DataFrame | None],
+    channels: ChannelCache,
 ) -> ModelTuning:
     from optuna.trial import TrialState
 
@@ -290,8 +314,13 @@ def _tune_model(
             suggested = {key: domain.suggest(trial, key) for key, domain in space.items()}
             started = time.perf_counter()
             threshold = settings["positive_threshold"]
-            model = build_estimator(name, seed, {**fixed, **suggested}, threshold, **side).fit(validation_train)
-            metrics = evaluate(model.recommend(validation_queries, k), validation_queries, k=k)
+            estimator = build_estimator(name, seed, {**fixed, **suggested}, threshold, **side)
+            if isinstance(estimator, MultiChannel):  # only the merge changes between trials
+                model, _ = channels.merged_model(estimator)
+                recommendations = model.merge(channels.lists(model, validation_queries, k), k)
+            else:
+                recommendations = estimator.fit(validation_train).recommend(validation_queries, k)
+            metrics = evaluate(recommendations, validation_queries, k=k)
             seconds = time.perf_counter() - started
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)

@@ -55,6 +55,8 @@ def test_shares_give_quotas_for_any_k(split, fitted):
     _, test = split
     model = MultiChannelModel.from_models(fitted.channel_models, strategy="quota", shares=[3, 1])
     assert model.quotas_for(4) == [3, 1] and model.quotas_for(10) == [8, 2]
+    equal = MultiChannelModel.from_models(fitted.channel_models, strategy="quota")
+    assert equal.quotas_for(5) == [3, 2] and MultiChannelModel.from_models(fitted.channel_models).quotas_for(5) is None
     assert all(len(items) == 10 for _, items in rows(model.recommend(test, 10)))
 
 
@@ -85,7 +87,6 @@ def test_a_saved_model_missing_a_channel_is_named(split, fitted, tmp_path):
         ({"channels": ["item_cf", "no_such_model"]}, "unknown channel 'no_such_model'"),
         ({"channels": ["item_cf", "multi_channel_rrf"]}, "'multi_channel_rrf' is itself a multi-channel row"),
         ({"channels": ["item_cf", "item_cf"]}, "channels must be distinct"),
-        ({"channels": ["item_cf", "als"], "strategy": "quota"}, "needs quotas or shares"),
         ({"channels": ["item_cf", "als"], "quotas": [1, 1], "shares": [1, 1]}, "quotas or shares, not both"),
         ({"channels": ["item_cf", "als"], "weights": [1.0]}, "1 weights for 2 channels"),
         ({"channels": ["item_cf", "als"], "weights": [1.0, -2.0]}, "weights must be a number >= 0"),
@@ -107,3 +108,38 @@ def test_quotas_that_do_not_sum_to_k_fail_at_recommend(split, fitted):
 def test_without_channels_fit_says_so(split):
     with pytest.raises(InvalidParameterError, match="channels must be set"):
         MultiChannel().fit(split[0])
+
+
+def test_a_merged_row_tunes_its_merge_on_validation_over_its_channels_tuned_fits(spark, tmp_path, monkeypatch):
+    from spark_retrieval.benchmark import run_benchmark
+    from spark_retrieval.data.synthetic import synthetic_interactions
+    from spark_retrieval.models.item_cf import ItemCF
+    from spark_retrieval.models.registry import MODELS, RegisteredModel
+    from spark_retrieval.tuning import search_space, tune
+
+    merged = RegisteredModel(
+        "rrf_small", "spark_retrieval.models.multi_channel:MultiChannel", {"channels": ["item_cf", "global_hot"]}, in_all=False
+    )
+    monkeypatch.setitem(MODELS, "rrf_small", merged)
+    space = search_space("rrf_small")
+    assert set(space) == {"weights", "rrf_k"} and space["weights"].length == 2  # one weight per channel
+    fits = []
+    original = ItemCF._fit_interactions
+    monkeypatch.setattr(ItemCF, "_fit_interactions", lambda self, train: fits.append(self.params_dict()) or original(self, train))
+
+    ratings = synthetic_interactions(spark, 40, 50, 1000, seed=3)
+    split = temporal_split(ratings)
+    # Given first, the merged row is still tuned after its channel, whose winning parameters it then uses.
+    result = tune(split.train, ["rrf_small", "item_cf"], trials=2, k=5, seed=1)
+    assert list(result.models) == ["item_cf", "rrf_small"]
+    item_cf = result.models["item_cf"].params
+    chosen = result.models["rrf_small"].params
+    assert chosen["channel_params"] == {"item_cf": item_cf}
+    assert len(chosen["weights"]) == 2 and 1.0 <= chosen["rrf_k"] <= 200.0
+    assert len(fits) == 3  # two item_cf trials, then one fit serving both merged trials
+
+    fits.clear()
+    tuned = {name: {"params": model.params, "score": model.score} for name, model in result.models.items()}
+    rows = run_benchmark(spark, ratings, "synthetic", ["item_cf", "rrf_small"], k=5, bootstrap=0, tuned=tuned).results
+    assert len(fits) == 1 and fits[0]["k_neighbours"] == item_cf.get("k_neighbours", fits[0]["k_neighbours"])
+    assert rows[1]["params_source"] == "tuned" and rows[1]["params"]["weights"] == chosen["weights"]

@@ -9,14 +9,17 @@ as its registry row (``registry.build_estimator``) and recommends by merging the
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+import json
+import time
+from typing import Any, Callable, ClassVar, Mapping
 
+from pyspark import StorageLevel
 from pyspark.ml.param import Params
 from pyspark.sql import DataFrame
 
 from ..errors import DataNotFoundError, InvalidParameterError, MalformedDataError
 from ..retrieval.merge import DEFAULT_RRF_K, STRATEGIES, merge_lists, quotas_from_shares
-from ..search import Domain
+from ..search import Domain, Each, FloatRange
 from ..validation import check, integer, integer_list, mapping, number, number_list, one_of, text_list
 from .base import RetrievalEstimator, RetrievalModel, param
 
@@ -29,7 +32,10 @@ class MultiChannelParams(Params):
     channels = param("channels", "registered model names, merged in this order (quota and round robin follow it)", text_list)
     strategy = param("strategy", f"how lists are merged: {', '.join(STRATEGIES)}", one_of(*STRATEGIES))
     quotas = param("quotas", "quota: slots per channel, summing to k", integer_list(at_least=0))
-    shares = param("shares", "quota: slots per channel as shares of k (largest remainder), instead of quotas", number_list(at_least=0))
+    shares = param(
+        "shares", "quota: slots per channel as shares of k (largest remainder); neither this nor quotas: equal shares",
+        number_list(at_least=0),
+    )
     weights = param("weights", "rrf: weight per channel (>= 0); None weighs every channel 1", number_list(at_least=0))
     rrf_k = param("rrf_k", "rrf: the constant added to every rank", number(above=0))
     depth = param("depth", "candidates taken from each channel's list; None takes k", integer(at_least=1))
@@ -39,8 +45,13 @@ class MultiChannelParams(Params):
     )
     seed = param("seed", "the seed every seeded channel is fitted with", integer())
 
-    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {}
-    """Empty for now: tuning a merged row would refit every channel per trial; its channels are tuned one by one."""
+    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {
+        "shares": Each(FloatRange(0.0, 1.0), of="channels", when={"strategy": "quota"}),
+        "weights": Each(FloatRange(0.0, 1.0), of="channels", when={"strategy": "rrf"}),
+        "rrf_k": FloatRange(1.0, 200.0, log=True, when={"strategy": "rrf"}),
+    }
+    """What ``spark-retrieval tune`` searches for a merged row: its merge only (the channels keep their own
+    parameters, tuned as their own rows); every trial reuses the channels' fits and lists."""
 
     def __init__(self, *args: Any):
         super().__init__(*args)
@@ -64,10 +75,8 @@ class MultiChannelParams(Params):
         if not self.isDefined(self.getParam("channels")):
             return
         channels = self.get("channels")
-        quotas, shares, strategy = self.get("quotas"), self.get("shares"), self.get("strategy")
+        quotas, shares = self.get("quotas"), self.get("shares")
         check(quotas is None or shares is None, f"{type(self).__name__}: set quotas or shares, not both")
-        if strategy == "quota":
-            check(quotas is not None or shares is not None, f"{type(self).__name__}: the quota strategy needs quotas or shares")
         for name, values in (("quotas", quotas), ("shares", shares), ("weights", self.get("weights"))):
             check(
                 values is None or len(values) == len(channels),
@@ -82,11 +91,12 @@ class MultiChannelParams(Params):
         check(weights is None or any(w > 0 for w in weights), f"{type(self).__name__}: at least one weight must be > 0, got {weights}")
 
     def quotas_for(self, k: int) -> list[int] | None:
+        """The quota strategy's slots at ``k``: ``quotas``, else ``shares`` of ``k``, else equal shares."""
         if self.get("quotas") is not None:
             return self.get("quotas")
-        if self.get("shares") is not None:
-            return quotas_from_shares(self.get("shares"), k)
-        return None
+        if self.get("strategy") != "quota":
+            return None
+        return quotas_from_shares(self.get("shares") or [1.0] * len(self.get("channels")), k)
 
 
 class MultiChannel(RetrievalEstimator, MultiChannelParams):
@@ -201,3 +211,67 @@ class MultiChannelModel(RetrievalModel, MultiChannelParams):
                 self.channel_models[name] = RetrievalModel.load(f"{path}/{CHANNELS_FOLDER}/{name}")
             except DataNotFoundError:
                 raise MalformedDataError(f"corrupt saved model at {path}: channel {name!r} is missing") from None
+
+
+MERGE_PARAMS = ("strategy", "quotas", "shares", "weights", "rrf_k", "depth")
+"""The MultiChannel parameters that say how lists are merged; the others say how the channels are fitted."""
+
+
+class ChannelCache:
+    """Channel fits and their lists, keyed by (channel, parameters): merged models that differ only in how they
+    merge (the rows of one benchmark, the trials of one tuning study) fit each channel once and recommend once.
+
+    Everything kept is persisted until ``release``; the driver holds one fitted model object per key.
+    """
+
+    def __init__(self, train: DataFrame, progress: Callable[[str], None] = lambda line: None):
+        self.train = train
+        self.progress = progress
+        self.fits: dict[tuple[str, str], tuple[RetrievalModel, float]] = {}
+        self.cached_lists: dict[tuple[str, str, int, int], DataFrame] = {}
+
+    @staticmethod
+    def key(channel: str, estimator: RetrievalEstimator) -> tuple[str, str]:
+        return channel, json.dumps(estimator.params_dict(), sort_keys=True, default=str)
+
+    def offer(self, channel: str, estimator: RetrievalEstimator, model: RetrievalModel, fit_seconds: float) -> None:
+        """Keep a fit made elsewhere (a benchmark's single row) for the merged models that want it."""
+        self.fits.setdefault(self.key(channel, estimator), (model, fit_seconds))
+
+    def holds(self, model: RetrievalModel) -> bool:
+        return any(model is kept for kept, _ in self.fits.values())
+
+    def merged_model(self, estimator: MultiChannel) -> tuple[MultiChannelModel, float]:
+        """``estimator``'s model over cached channel fits (fitting the missing ones) and the sum of their fit times."""
+        models, seconds = {}, 0.0
+        for channel, channel_estimator in estimator.channel_estimators().items():
+            key = self.key(channel, channel_estimator)
+            if key not in self.fits:
+                self.progress(f"fitting channel {channel}")
+                started = time.perf_counter()
+                model = channel_estimator.fit(self.train)
+                model.materialize()
+                self.fits[key] = (model, time.perf_counter() - started)
+            models[channel], fit_seconds = self.fits[key]
+            seconds += fit_seconds
+        merge = {name: value for name, value in estimator.params_dict().items() if name in MERGE_PARAMS}
+        return MultiChannelModel.from_models(models, **merge), seconds
+
+    def lists(self, model: MultiChannelModel, queries: DataFrame, k: int) -> dict[str, DataFrame]:
+        """Each channel's list for ``queries`` (``depth``, or ``k``, long), computed once per fit, queries and depth."""
+        depth = model.get("depth") or k
+        found = {}
+        for channel, channel_model in model.channel_models.items():
+            fit = next(key for key, (kept, _) in self.fits.items() if kept is channel_model)
+            key = (*fit, id(queries), depth)
+            if key not in self.cached_lists:
+                self.cached_lists[key] = channel_model.recommend(queries, depth).persist(StorageLevel.MEMORY_AND_DISK)
+            found[channel] = self.cached_lists[key]
+        return found
+
+    def release(self) -> None:
+        for frame in self.cached_lists.values():
+            frame.unpersist()
+        for model, _ in self.fits.values():
+            model.unpersist()
+        self.fits, self.cached_lists = {}, {}

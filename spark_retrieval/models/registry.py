@@ -46,8 +46,8 @@ class RegisteredModel:
 _MODELS = "spark_retrieval.models"
 FAMILY_CHANNELS = ("item_cf", "als", "dssm_bce_neg10", "global_hot")
 """The merged rows' channels: the first registered row of each family (item-to-item, matrix factorisation,
-two-tower) and popularity as the fallback, fixed by registration order, not by any result. Global Hot gets the
-smallest share: it fills lists the others cannot."""
+two-tower) and popularity as the fallback, fixed by registration order, not by any result. The quota row gives
+each channel an equal share until shares are tuned on validation."""
 MODELS: dict[str, RegisteredModel] = {
     entry.name: entry
     for entry in (
@@ -83,7 +83,7 @@ MODELS: dict[str, RegisteredModel] = {
         RegisteredModel(
             "multi_channel_quota",
             f"{_MODELS}.multi_channel:MultiChannel",
-            {"channels": list(FAMILY_CHANNELS), "strategy": "quota", "shares": [0.3, 0.3, 0.3, 0.1]},
+            {"channels": list(FAMILY_CHANNELS), "strategy": "quota"},
             in_all=False,
         ),
         RegisteredModel(
