@@ -98,16 +98,20 @@ DEFAULT_MODELS: tuple[str, ...] = tuple(name for name, entry in MODELS.items() i
 
 
 def resolve_models(spec: str | Sequence[str]) -> list[str]:
-    """``"all"`` or a comma-separated list (or a list) of names → known model names, in the order given."""
-    names = list(DEFAULT_MODELS) if spec in ("all", ["all"]) else spec
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODELS]
-    if unknown or not names:
+    """``"all"`` or a comma-separated list (or a list) of names → known model names, in the order given;
+    ``all`` inside a list stands for every row of ``all`` (``all,multi_channel_rrf``), each name once."""
+    names = [n.strip() for n in spec.split(",") if n.strip()] if isinstance(spec, str) else list(spec)
+    expanded: list[str] = []
+    for name in names:
+        for each in DEFAULT_MODELS if name == "all" else (name,):
+            if each not in expanded:
+                expanded.append(each)
+    unknown = [n for n in expanded if n not in MODELS]
+    if unknown or not expanded:
         raise InvalidParameterError(
             f"unknown model name(s): {', '.join(unknown) or '(none given)'}; choose from: all, {', '.join(MODELS)}"
         )
-    return list(names)
+    return expanded
 
 
 def build_estimator(
