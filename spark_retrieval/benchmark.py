@@ -20,7 +20,7 @@ from .columns import ITEM_ID, USER_ID
 from .data.split import temporal_split
 from .errors import InvalidParameterError
 from .evaluation import METRICS, catalog_coverage, mean_metrics, per_query_metrics
-from .models.multi_channel import ChannelCache, MultiChannel, MultiChannelModel
+from .models.multi_channel import NOT_FITTED, ChannelCache, MultiChannel, MultiChannelModel
 from .models.registry import build_estimator, resolve_models
 from .progress import SILENT, Progress
 from .report import markdown_table, write_report
@@ -143,7 +143,7 @@ def run_benchmark(
             runs = []
             for index, run_seed in enumerate(seeds if stochastic else seeds[:1]):
                 first = index == 0
-                estimator = build_estimator(name, run_seed, params, positive_threshold, **side_tables)
+                estimator = build_estimator(name, run_seed, params, positive_threshold, progress.enabled, **side_tables)
                 progress(f"fitting {name}" + (f" (seed {run_seed})" if stochastic and len(seeds) > 1 else ""))
                 started = time.perf_counter()
                 if isinstance(estimator, MultiChannel):
@@ -203,7 +203,7 @@ def run_benchmark(
                         row["channel_analysis"] = analysis[k]
                         for each_k in ks[1:]:
                             row["at_k"][str(each_k)]["channel_analysis"] = analysis[each_k]
-                    row["params"] = estimator.params_dict()
+                    row["params"] = {key: value for key, value in estimator.params_dict().items() if key not in NOT_FITTED}
                     row["params_source"] = "tuned" if chosen else "defaults"
                     if chosen:
                         row["validation_score"] = chosen["score"]

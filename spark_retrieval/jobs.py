@@ -28,15 +28,17 @@ from .progress import Progress
 from .session import check_master
 
 
-def build_estimator(config: JobConfig, positive_threshold: float | None = None, **side) -> RetrievalEstimator:
-    """The configured model: the registry's row (seeded; ``positive_threshold`` and ``side`` as
+def build_estimator(
+    config: JobConfig, positive_threshold: float | None = None, verbose: bool | None = None, **side
+) -> RetrievalEstimator:
+    """The configured model: the registry's row (seeded; ``positive_threshold``, ``verbose`` and ``side`` as
     ``registry.build_estimator`` takes them), then ``model.params`` set on it."""
     if config.model is None:
         raise ConfigError(f"{config.source}: missing required key 'model' (model: {{name: …, params: {{…}}}})")
     name, params = config.model.name, config.model.params
     if name not in MODELS:
         raise ConfigError(f"{config.source}: model.name: unknown model {name!r}; choose from: {', '.join(MODELS)}")
-    estimator = build_registered(name, config.seed, None, positive_threshold, **side)
+    estimator = build_registered(name, config.seed, None, positive_threshold, verbose, **side)
     for key, value in params.items():
         if not estimator.hasParam(key):
             allowed = ", ".join(sorted(p.name for p in estimator.params))
@@ -226,7 +228,7 @@ def split_threshold(spark: SparkSession, config: JobConfig) -> float:
 
 
 def train(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
-    estimator = build_estimator(config, split_threshold(spark, config), **split_side(spark, config))
+    estimator = build_estimator(config, split_threshold(spark, config), progress.enabled, **split_side(spark, config))
     progress(f"fitting {config.model.name}")
     model = estimator.fit(read_split(spark, config, "train"))
     try:

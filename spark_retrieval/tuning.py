@@ -314,7 +314,7 @@ def _tune_model(
             suggested = {key: domain.suggest(trial, key) for key, domain in space.items()}
             started = time.perf_counter()
             threshold = settings["positive_threshold"]
-            estimator = build_estimator(name, seed, {**fixed, **suggested}, threshold, **side)
+            estimator = build_estimator(name, seed, {**fixed, **suggested}, threshold, getattr(progress, "enabled", None), **side)
             if isinstance(estimator, MultiChannel):  # only the merge changes between trials
                 model, _ = channels.merged_model(estimator)
                 recommendations = model.merge(channels.lists(model, validation_queries, k), k)

@@ -238,3 +238,11 @@ def test_registry_rows_build_seeded_estimators_on_the_auto_backend():
     }
     assert [built[n].get("num_negatives") for n in ("dssm_bce_neg10", "dssm_bce_neg100")] == [10, 100]
     assert built["dssm_softmax"].get("loss") == "sampled_softmax" and built["dssm_bce_neg10"].get("loss") == "bce"
+
+
+def test_verbose_training_prints_each_epoch_with_an_eta(data, capfd):
+    dssm(data, epochs=3, verbose=True).fit(data[0])
+    err = capfd.readouterr().err
+    epochs = [line for line in err.splitlines() if "] epoch " in line]
+    assert len(epochs) == 3 and "samples/s" in epochs[0]
+    assert "ETA" in epochs[0] and "ETA" in epochs[1] and "ETA" not in epochs[2]  # nothing left after the last

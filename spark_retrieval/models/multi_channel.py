@@ -217,6 +217,9 @@ MERGE_PARAMS = ("strategy", "quotas", "shares", "weights", "rrf_k", "depth")
 """The MultiChannel parameters that say how lists are merged; the others say how the channels are fitted."""
 
 
+NOT_FITTED = ("verbose",)
+
+
 class ChannelCache:
     """Channel fits and their lists, keyed by (channel, parameters): merged models that differ only in how they
     merge (the rows of one benchmark, the trials of one tuning study) fit each channel once and recommend once.
@@ -232,7 +235,9 @@ class ChannelCache:
 
     @staticmethod
     def key(channel: str, estimator: RetrievalEstimator) -> tuple[str, str]:
-        return channel, json.dumps(estimator.params_dict(), sort_keys=True, default=str)
+        """The channel and its parameters, less those that change what is printed, not what is fitted."""
+        params = {name: value for name, value in estimator.params_dict().items() if name not in NOT_FITTED}
+        return channel, json.dumps(params, sort_keys=True, default=str)
 
     def offer(self, channel: str, estimator: RetrievalEstimator, model: RetrievalModel, fit_seconds: float) -> None:
         """Keep a fit made elsewhere (a benchmark's single row) for the merged models that want it."""

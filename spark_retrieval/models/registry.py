@@ -119,12 +119,16 @@ def build_estimator(
     seed: int = 0,
     params: Mapping[str, Any] | None = None,
     positive_threshold: float | None = None,
+    verbose: bool | None = None,
     **side: Any,
 ) -> RetrievalEstimator:
     """The model ``name`` with its row's preset, ``seed`` (when it takes one) and then ``params`` on top.
 
     ``positive_threshold``: the split's, given to the models that pick their own positives from train (the
     two-tower ones) unless ``params`` sets theirs, so every row learns from the same positives.
+
+    ``verbose``: per-epoch progress lines for the models that train in epochs (the two-tower ones) unless
+    ``params`` sets it; None keeps the row's (the benchmark rows are quiet in library use).
 
     ``side``: ``item_features`` / ``user_features`` tables, given to the models that read them (the two-tower
     ones) and left out for the others; None values are dropped.
@@ -137,4 +141,6 @@ def build_estimator(
     estimator = entry.estimator_class()(**{**entry.preset, **seeded, **dict(params or {})}, **side)
     if positive_threshold is not None and estimator.hasParam("positive_threshold") and not estimator.isSet("positive_threshold"):
         estimator._set(positive_threshold=positive_threshold)
+    if verbose is not None and estimator.hasParam("verbose") and "verbose" not in (params or {}):
+        estimator._set(verbose=verbose)
     return estimator

@@ -189,11 +189,14 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
     for epoch in range(start_epoch, job.epochs):
         record = _run_epoch(job, collective, objective, step, optimizer, columns, rank_batch, steps, epoch, beat)
         history.append(record)
+        run_here = history[len(history) - (epoch + 1 - start_epoch):]  # this run's epochs (not the resumed ones)
+        remaining = job.epochs - epoch - 1
+        eta = f", ETA {remaining * sum(r['seconds'] for r in run_here) / len(run_here):.0f}s" if remaining else ""
         _report(
             job,
             collective,
             f"epoch {epoch + 1}/{job.epochs}: loss {record['loss']:.5f}, "
-            f"{record['samples_per_second']:,.0f} samples/s ({record['seconds']:.1f}s, {collective.size} proc)",
+            f"{record['samples_per_second']:,.0f} samples/s ({record['seconds']:.1f}s, {collective.size} proc{eta})",
         )
         if job.checkpoint_dir:
             rng_states = collective.allgather_object(torch.get_rng_state())  # every rank's dropout stream
