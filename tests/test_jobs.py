@@ -119,3 +119,15 @@ def test_evaluate_under_spark_submit(spark, workspace, jobs_run):
     # Means over partitions: equal up to the order of floating-point additions.
     assert json.loads(result.stdout.strip().splitlines()[-1]) == pytest.approx(in_process)
     assert json.loads((root / "out" / "metrics" / "item_cf.json").read_text()) == pytest.approx(in_process)
+
+
+def test_a_merged_model_trains_saves_and_evaluates_as_a_job(spark, workspace, jobs_run, monkeypatch):
+    root, config, env = workspace
+    merged = ["--set", "model.name=multi_channel_rrf", "--set", "model.params={channels: [item_cf, global_hot]}"]
+    codes = run_jobs(monkeypatch, env, ("train", ["--config", config, "--quiet", *merged]),
+                     ("evaluate", ["--config", config, "--quiet", *merged]))
+    assert codes == [0, 0]
+    saved = root / "out" / "models" / "multi_channel_rrf"
+    assert sorted(p.name for p in (saved / "channels").iterdir()) == ["global_hot", "item_cf"]
+    metrics = json.loads((root / "out" / "metrics" / "multi_channel_rrf.json").read_text())
+    assert metrics["model"] == "multi_channel_rrf" and metrics["queries"] == json.loads((root / "out" / "metrics" / "item_cf.json").read_text())["queries"]
