@@ -88,26 +88,23 @@ def one_of(*choices: str) -> Converter:
     return convert
 
 
-def integer_list(at_least: int | None = None) -> Converter:
-    """A non-empty list of integers (tuples become lists: what a saved model's JSON gives back)."""
-    element = integer(at_least)
+def list_of(element: Converter, what: str) -> Converter:
+    """A non-empty list (tuples become lists: what a saved model's JSON gives back) of ``element`` values."""
 
-    def convert(value: Any) -> list[int]:
-        check(isinstance(value, (list, tuple)) and len(value) > 0, f"must be a non-empty list of integers, got {value!r}")
+    def convert(value: Any) -> list:
+        check(isinstance(value, (list, tuple)) and len(value) > 0, f"must be a non-empty list of {what}, got {value!r}")
         return [element(v) for v in value]
 
     return convert
+
+
+def integer_list(at_least: int | None = None) -> Converter:
+    return list_of(integer(at_least), "integers")
 
 
 def number_list(at_least: float | None = None) -> Converter:
-    """A non-empty list of finite numbers, returned as floats."""
-    element = number(at_least)
-
-    def convert(value: Any) -> list[float]:
-        check(isinstance(value, (list, tuple)) and len(value) > 0, f"must be a non-empty list of numbers, got {value!r}")
-        return [element(v) for v in value]
-
-    return convert
+    """Finite numbers, returned as floats."""
+    return list_of(number(at_least), "numbers")
 
 
 def mapping(value: Any) -> dict[str, Any]:
