@@ -246,12 +246,29 @@ def tune(
 
 
 def with_tuned_channels(fixed: Mapping[str, Any], channels: Sequence[str], result: "TuningResult") -> dict[str, Any]:
-    """A merged row's fixed parameters plus, for each channel tuned in this run, the parameters it won (what
-    ``benchmark --params`` will fit that channel's row with); parameters given in ``fixed`` win."""
-    tuned = {channel: result.models[channel].params for channel in channels if channel in result.models}
-    if not tuned:
-        return dict(fixed)
-    return {**fixed, "channel_params": {**tuned, **dict(fixed.get("channel_params") or {})}}
+    """A merged row's fixed parameters for tuning it after the single rows of the same run.
+
+    Unless ``fixed`` names the channels, each channel is replaced by the row of its family (``item_to_item``,
+    ``factorisation``, ``two_tower``, ``popularity``) with the best validation score in this run (ties: the
+    channel itself, then registry order; a row already taken keeps the channel as it was). Each channel tuned in
+    this run is then fitted with the parameters it won, which is what ``benchmark --params`` fits its own row
+    with; ``channel_params`` given in ``fixed`` win.
+    """
+    chosen = list(fixed.get("channels") or channels)
+    if "channels" not in fixed:
+        order = list(MODELS)
+        for index, channel in enumerate(chosen):
+            rivals = [name for name in result.models if MODELS[name].family == MODELS[channel].family]
+            if not rivals:
+                continue
+            best = max(rivals, key=lambda name: (result.models[name].score, name == channel, -order.index(name)))
+            if best not in chosen:
+                chosen[index] = best
+    tuned = {channel: result.models[channel].params for channel in chosen if channel in result.models}
+    updated = {**fixed, "channels": chosen}  # said in tuned.json either way
+    if tuned:
+        updated["channel_params"] = {**tuned, **dict(fixed.get("channel_params") or {})}
+    return updated
 
 
 def _existing_studies(optuna, storage: str | None, names: list[str]) -> dict[str, Any]:

@@ -110,36 +110,40 @@ def test_without_channels_fit_says_so(split):
         MultiChannel().fit(split[0])
 
 
-def test_a_merged_row_tunes_its_merge_on_validation_over_its_channels_tuned_fits(spark, tmp_path, monkeypatch):
+def test_a_merged_row_tunes_its_merge_on_validation_over_the_best_tuned_row_of_each_family(spark, monkeypatch):
     from spark_retrieval.benchmark import run_benchmark
     from spark_retrieval.data.synthetic import synthetic_interactions
     from spark_retrieval.models.item_cf import ItemCF
     from spark_retrieval.models.registry import MODELS, RegisteredModel
+    from spark_retrieval.models.swing import Swing
     from spark_retrieval.tuning import search_space, tune
 
     merged = RegisteredModel(
-        "rrf_small", "spark_retrieval.models.multi_channel:MultiChannel", {"channels": ["item_cf", "global_hot"]}, in_all=False
+        "rrf_small", "spark_retrieval.models.multi_channel:MultiChannel", {"channels": ["item_cf", "global_hot"]},
+        in_all=False, family="merged",
     )
     monkeypatch.setitem(MODELS, "rrf_small", merged)
     space = search_space("rrf_small")
     assert set(space) == {"weights", "rrf_k"} and space["weights"].length == 2  # one weight per channel
     fits = []
-    original = ItemCF._fit_interactions
-    monkeypatch.setattr(ItemCF, "_fit_interactions", lambda self, train: fits.append(self.params_dict()) or original(self, train))
+    for cls in (ItemCF, Swing):
+        monkeypatch.setattr(cls, "_fit_interactions", lambda self, train, fit=cls._fit_interactions: fits.append(type(self).__name__) or fit(self, train))
 
     ratings = synthetic_interactions(spark, 40, 50, 1000, seed=3)
     split = temporal_split(ratings)
-    # Given first, the merged row is still tuned after its channel, whose winning parameters it then uses.
-    result = tune(split.train, ["rrf_small", "item_cf"], trials=2, k=5, seed=1)
-    assert list(result.models) == ["item_cf", "rrf_small"]
-    item_cf = result.models["item_cf"].params
+    # Given first, the merged row is still tuned after the single rows, and takes the item-to-item row that won.
+    result = tune(split.train, ["rrf_small", "item_cf", "swing"], trials=2, k=5, seed=1)
+    assert list(result.models) == ["item_cf", "swing", "rrf_small"]
+    scores = {name: result.models[name].score for name in ("item_cf", "swing")}
+    winner = max(scores, key=lambda name: (scores[name], name == "item_cf"))
     chosen = result.models["rrf_small"].params
-    assert chosen["channel_params"] == {"item_cf": item_cf}
+    assert chosen["channels"] == [winner, "global_hot"]
+    assert chosen["channel_params"] == {winner: result.models[winner].params}
     assert len(chosen["weights"]) == 2 and 1.0 <= chosen["rrf_k"] <= 200.0
-    assert len(fits) == 3  # two item_cf trials, then one fit serving both merged trials
+    assert fits == ["ItemCF", "ItemCF", "Swing", "Swing", "ItemCF" if winner == "item_cf" else "Swing"]  # one fit, both merged trials
 
     fits.clear()
     tuned = {name: {"params": model.params, "score": model.score} for name, model in result.models.items()}
-    rows = run_benchmark(spark, ratings, "synthetic", ["item_cf", "rrf_small"], k=5, bootstrap=0, tuned=tuned).results
-    assert len(fits) == 1 and fits[0]["k_neighbours"] == item_cf.get("k_neighbours", fits[0]["k_neighbours"])
-    assert rows[1]["params_source"] == "tuned" and rows[1]["params"]["weights"] == chosen["weights"]
+    rows = run_benchmark(spark, ratings, "synthetic", ["item_cf", "swing", "rrf_small"], k=5, bootstrap=0, tuned=tuned).results
+    assert fits == ["ItemCF", "Swing"]  # the merged row reuses the winner's own row
+    assert rows[2]["params_source"] == "tuned" and rows[2]["params"]["weights"] == chosen["weights"]

@@ -26,6 +26,9 @@ class RegisteredModel:
     estimator: str
     preset: Mapping[str, Any] = field(default_factory=dict)
     in_all: bool = True
+    family: str = ""
+    """What kind of channel the row is (``item_to_item``, ``factorisation``, ``two_tower``, ``popularity``,
+    ``merged``): a merged row tuned on validation takes the best row of each of its channels' families."""
     """Part of ``--models all``; presets kept only to reproduce published numbers are asked for by name."""
 
     def estimator_class(self) -> type[RetrievalEstimator]:
@@ -46,51 +49,58 @@ class RegisteredModel:
 _MODELS = "spark_retrieval.models"
 FAMILY_CHANNELS = ("item_cf", "als", "dssm_bce_neg10", "global_hot")
 """The merged rows' channels: the first registered row of each family (item-to-item, matrix factorisation,
-two-tower) and popularity as the fallback, fixed by registration order, not by any result. The quota row gives
-each channel an equal share until shares are tuned on validation."""
+two-tower) and popularity as the fallback, fixed by registration order, not by any result. Tuned in one run with
+the single rows, a merged row takes instead the best row on validation of each of these families
+(``tuning.with_tuned_channels``). The quota row gives each channel an equal share until shares are tuned."""
 MODELS: dict[str, RegisteredModel] = {
     entry.name: entry
     for entry in (
-        RegisteredModel("global_hot", f"{_MODELS}.global_hot:GlobalHot"),
-        RegisteredModel("item_cf", f"{_MODELS}.item_cf:ItemCF"),
-        RegisteredModel("swing", f"{_MODELS}.swing:Swing"),
-        RegisteredModel("als", f"{_MODELS}.als:ALS"),
+        RegisteredModel("global_hot", f"{_MODELS}.global_hot:GlobalHot", family="popularity"),
+        RegisteredModel("item_cf", f"{_MODELS}.item_cf:ItemCF", family="item_to_item"),
+        RegisteredModel("swing", f"{_MODELS}.swing:Swing", family="item_to_item"),
+        RegisteredModel("als", f"{_MODELS}.als:ALS", family="factorisation"),
         RegisteredModel(
             "als_seed_preset",
             f"{_MODELS}.als:ALS",
             ALS_SEED_PRESET,
             in_all=False,
+            family="factorisation",
         ),
         RegisteredModel(
             "dssm_bce_neg10",
             f"{_MODELS}.two_tower.dssm:DSSM",
             {"loss": "bce", "num_negatives": 10, "verbose": False},
+            family="two_tower",
         ),
         RegisteredModel(
             "dssm_bce_neg100",
             f"{_MODELS}.two_tower.dssm:DSSM",
             # Ten times the negatives learn more slowly per epoch: two more epochs.
             {"loss": "bce", "num_negatives": 100, "epochs": 7, "verbose": False},
+            family="two_tower",
         ),
         RegisteredModel(
             "dssm_softmax",
             f"{_MODELS}.two_tower.dssm:DSSM",
             {"loss": "sampled_softmax", "verbose": False},
+            family="two_tower",
         ),
         RegisteredModel(
-            "simplex_ccl", f"{_MODELS}.two_tower.simplex:SimpleX", {"verbose": False}
+            "simplex_ccl", f"{_MODELS}.two_tower.simplex:SimpleX", {"verbose": False}, family="two_tower"
         ),
         RegisteredModel(
             "multi_channel_quota",
             f"{_MODELS}.multi_channel:MultiChannel",
             {"channels": list(FAMILY_CHANNELS), "strategy": "quota"},
             in_all=False,
+            family="merged",
         ),
         RegisteredModel(
             "multi_channel_rrf",
             f"{_MODELS}.multi_channel:MultiChannel",
             {"channels": list(FAMILY_CHANNELS), "strategy": "rrf"},
             in_all=False,
+            family="merged",
         ),
     )
 }
