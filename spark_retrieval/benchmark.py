@@ -279,7 +279,8 @@ def compare_with_best(
     rows: list[dict[str, Any]], per_query_of: dict[str, DataFrame], resamples: int, seed: int, progress: Progress
 ) -> None:
     """Add ``vs_best`` to every row: the paired bootstrap difference, row minus the best row by
-    ``HEADLINE_METRIC`` (the first such row on a tie), per metric, on the same queries."""
+    ``HEADLINE_METRIC`` (the first such row on a tie), per metric, on the same queries; and to each merged row
+    ``vs_best_channel``: the same against the best of its channels that ran as rows of this benchmark."""
     best = max(rows, key=lambda row: row[HEADLINE_METRIC])  # max keeps the first of equal rows
     for row in rows:
         if row is best:
@@ -290,6 +291,15 @@ def compare_with_best(
             per_query_of[row["model"]], per_query_of[best["model"]], resamples=resamples, seed=seed
         )
         row["vs_best"] = {"baseline": best["model"], "best": False, **differences}
+    by_model = {row["model"]: row for row in rows}
+    for row in rows:  # a merged row against the best of its channels that ran as rows: does merging add anything?
+        channels = [name for name in (row.get("channel_analysis") or {}).get("channels", ()) if name in by_model]
+        if not channels:
+            continue
+        channel = max(channels, key=lambda name: by_model[name][HEADLINE_METRIC])
+        progress(f"paired bootstrap: {row['model']} against its best channel, {channel}")
+        differences = paired_differences(per_query_of[row["model"]], per_query_of[channel], resamples=resamples, seed=seed)
+        row["vs_best_channel"] = {"baseline": channel, **differences}
 
 
 def parse_ks(k: int | Sequence[int] | str) -> list[int]:

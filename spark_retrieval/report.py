@@ -195,6 +195,15 @@ def table_notes(rows: list[dict[str, Any]], k: int, bootstrap: dict[str, Any] | 
             f"Real differences (interval excludes 0): {', '.join(real) or 'none'}. "
             f"Not distinguishable from {best} on these queries: {', '.join(noise) or 'none'}."
         )
+    for row in rows:
+        against = row.get("vs_best_channel")
+        if against and against.get("recall"):
+            difference = against["recall"]
+            verdict = "a real difference" if difference.get("excludes_zero") else "not distinguishable on these queries"
+            notes.append(
+                f"{row['model']} against its best channel, {against['baseline']}: R@{k} "
+                f"{difference['difference']:+.4f} [{difference['ci_low']:+.4f}, {difference['ci_high']:+.4f}], {verdict}."
+            )
     if any(isinstance(row.get("seeds"), list) and "seed_mean" in row for row in rows):
         notes.append(
             f"seeds: mean ± sample standard deviation of R@{k} over the seeds fitted (model variance); the other "

@@ -69,7 +69,7 @@ def test_merged_rows_in_the_benchmark_share_fits_and_report_their_channels(spark
     original = ItemCF._fit_interactions
     monkeypatch.setattr(ItemCF, "_fit_interactions", lambda self, train: fits.append(1) or original(self, train))
 
-    result = run_benchmark(spark, ratings, "tiny", both + ["quota_small", "rrf_small"], k=[K, 8], holdout=2, bootstrap=0)
+    result = run_benchmark(spark, ratings, "tiny", both + ["quota_small", "rrf_small"], k=[K, 8], holdout=2, bootstrap=20)
     assert len(fits) == 1  # the item_cf row's fit serves both merged rows
     by_model = {row["model"]: row for row in result.results}
     alone = run_benchmark(spark, ratings, "tiny", both, k=K, holdout=2, bootstrap=0)
@@ -84,10 +84,15 @@ def test_merged_rows_in_the_benchmark_share_fits_and_report_their_channels(spark
     assert analysis["merged"]["recall"] == by_model["quota_small"]["recall"]
     assert by_model["rrf_small"]["at_k"]["8"]["recall"] == by_model["rrf_small"]["at_k"]["8"]["channel_analysis"]["merged"]["recall"]
     assert by_model["quota_small"]["seeds"] == "deterministic"  # neither channel samples
+    best_channel = max(both, key=lambda name: by_model[name]["recall"])
+    for name in ("quota_small", "rrf_small"):  # each merged row against the better of its channels, paired
+        against = by_model[name]["vs_best_channel"]
+        assert against["baseline"] == best_channel
+        assert against["recall"]["difference"] == pytest.approx(by_model[name]["recall"] - by_model[best_channel]["recall"])
     result.write(str(tmp_path))
     assert (tmp_path / OVERLAP_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "results.md").read_text()
     assert "Channels of quota_small" in report and f"![channel overlap]({OVERLAP_FILE})" in report
-    assert "| R@8 | NDCG@8 |" in report
+    assert "| R@8 | NDCG@8 |" in report and f"rrf_small against its best channel, {best_channel}: R@{K}" in report
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["ks"] == [K, 8] and document["results"][2]["channel_analysis"]["k"] == K
