@@ -18,11 +18,11 @@ from pyspark.sql import functions as F
 from .channel_analysis import channel_analysis
 from .columns import ITEM_ID, USER_ID
 from .data.split import temporal_split
-from .errors import InvalidParameterError
 from .evaluation import METRICS, catalog_coverage, mean_metrics, per_query_metrics
 from .models.multi_channel import NOT_FITTED, ChannelCache, MultiChannel, MultiChannelModel
 from .models.registry import build_estimator, resolve_models
 from .progress import SILENT, Progress
+from .validation import distinct_integers
 from .report import markdown_table, write_report
 from .significance import (
     CONFIDENCE,
@@ -304,28 +304,12 @@ def compare_with_best(
 
 def parse_ks(k: int | Sequence[int] | str) -> list[int]:
     """``20``, ``"20,100,200"`` or ``[20, 100, 200]`` → distinct positive list lengths; the first is the main one."""
-    values = k if isinstance(k, (list, tuple)) else [k]
-    if isinstance(k, str):
-        try:
-            values = [int(part) for part in k.split(",") if part.strip()]
-        except ValueError:
-            raise InvalidParameterError(f"k must be a positive integer or a comma list of them, got {k!r}") from None
-    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values) or len(set(values)) != len(values):
-        raise InvalidParameterError(f"k must be one or more distinct positive integers, got {k!r}")
-    return list(values)
+    return distinct_integers(k, "k", at_least=1)
 
 
 def parse_seeds(seeds: Sequence[int] | str) -> list[int]:
     """``"0,1,2"`` or ``[0, 1, 2]`` → distinct integer seeds, in the order given."""
-    if isinstance(seeds, str):
-        try:
-            seeds = [int(part) for part in seeds.split(",") if part.strip()]
-        except ValueError:
-            raise InvalidParameterError(f"seeds must be a comma list of integers, got {seeds!r}") from None
-    seeds = list(seeds)
-    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
-        raise InvalidParameterError(f"seeds must be one or more distinct integers, got {seeds!r}")
-    return seeds
+    return distinct_integers(seeds, "seeds")
 
 
 ENVIRONMENT_VARIABLES = ("ATEN_CPU_CAPABILITY", "SPARK_RETRIEVAL_TORCH_THREADS", "OMP_NUM_THREADS", "MKL_CBWR")

@@ -8,7 +8,7 @@ import sys
 from typing import Callable
 
 from .errors import InvalidParameterError, OutputWriteError, TrainingFailedError, UserError
-from .validation import integer, number
+from .validation import distinct_integers, integer, number
 
 EXIT_USER_ERROR = 2
 EXIT_TRAINING_FAILED = 3
@@ -39,12 +39,9 @@ def positive_int(text: str) -> int:
 def positive_int_list(text: str) -> list[int]:
     """``20`` or ``20,100,200``: distinct positive integers, in the order given."""
     try:
-        values = [integer(at_least=1)(int(part)) for part in text.split(",")]
-    except (ValueError, InvalidParameterError):
-        raise argparse.ArgumentTypeError(f"expected a positive integer or a comma list of them, got {text!r}") from None
-    if len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"expected distinct values, got {text!r}")
-    return values
+        return distinct_integers(text, "the value", at_least=1)
+    except InvalidParameterError as error:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or a comma list of distinct ones: {error}") from None
 
 
 def finite_float(text: str) -> float:

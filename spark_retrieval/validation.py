@@ -88,6 +88,25 @@ def one_of(*choices: str) -> Converter:
     return convert
 
 
+def distinct_integers(value: Any, what: str, at_least: int | None = None) -> list[int]:
+    """An integer, a list of them, or a comma list (``"20,100,200"``) → distinct integers (``>= at_least``), in
+    the order given; anything else is one ``InvalidParameterError`` naming ``what``."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, str):
+        try:
+            values = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise InvalidParameterError(f"{what} must be a comma list of integers, got {value!r}") from None
+    bound = "" if at_least is None else f" >= {at_least}"
+    check(
+        bool(values)
+        and all(is_integer(v) and (at_least is None or v >= at_least) for v in values)
+        and len(set(values)) == len(values),
+        f"{what} must be one or more distinct integers{bound}, got {value!r}",
+    )
+    return [int(v) for v in values]
+
+
 def list_of(element: Converter, what: str) -> Converter:
     """A non-empty list (tuples become lists: what a saved model's JSON gives back) of ``element`` values."""
 

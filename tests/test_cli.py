@@ -50,7 +50,7 @@ def test_benchmark_end_to_end(spark, tmp_path, capsys):
     "args, message",
     [
         (["--k", "0"], "expected a positive integer"),
-        (["--k", "20,20"], "expected distinct values"),
+        (["--k", "20,20"], "distinct integers >= 1, got '20,20'"),
         (["--models", "global_hot,nope"], "unknown model name(s): nope"),
         (["--dataset", "ml-2m"], "unknown dataset 'ml-2m'"),
         (["--dataset", "ml-1m", "--data-dir", "/no/such/folder"], "not found: /no/such/folder"),

@@ -18,7 +18,7 @@ from pyspark.ml.param import Params
 from pyspark.sql import DataFrame
 
 from ..errors import DataNotFoundError, InvalidParameterError, MalformedDataError
-from ..retrieval.merge import DEFAULT_RRF_K, STRATEGIES, merge_lists, quotas_from_shares
+from ..retrieval.merge import DEFAULT_RRF_K, STRATEGIES, check_channels, merge_lists, quotas_from_shares
 from ..search import Domain, Each, FloatRange
 from ..validation import check, integer, integer_list, mapping, number, number_list, one_of, text_list
 from .base import RetrievalEstimator, RetrievalModel, param
@@ -77,18 +77,11 @@ class MultiChannelParams(Params):
         channels = self.get("channels")
         quotas, shares = self.get("quotas"), self.get("shares")
         check(quotas is None or shares is None, f"{type(self).__name__}: set quotas or shares, not both")
-        for name, values in (("quotas", quotas), ("shares", shares), ("weights", self.get("weights"))):
-            check(
-                values is None or len(values) == len(channels),
-                f"{type(self).__name__}: {len(values or [])} {name} for {len(channels)} channels ({', '.join(channels)})",
-            )
+        check_channels(channels, self.get("weights"), self.get("rrf_k"), {"quotas": quotas, "shares": shares})
         unknown = sorted(set(self.get("channel_params")) - set(channels))
         check(not unknown, f"{type(self).__name__}: channel_params names channels not merged: {', '.join(unknown)}")
         if shares is not None:
             quotas_from_shares(shares, 1)  # shares all zero fail here, where they are given
-        check(len(set(channels)) == len(channels), f"{type(self).__name__}: channels must be distinct, got {channels}")
-        weights = self.get("weights")
-        check(weights is None or any(w > 0 for w in weights), f"{type(self).__name__}: at least one weight must be > 0, got {weights}")
 
     def quotas_for(self, k: int) -> list[int] | None:
         """The quota strategy's slots at ``k``: ``quotas``, else ``shares`` of ``k``, else equal shares."""

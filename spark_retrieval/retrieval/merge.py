@@ -44,6 +44,31 @@ PROVENANCE_ENTRY = T.StructType(
 _ORDER = "_order"
 
 
+def check_channels(
+    channels: Sequence[str],
+    weights: Sequence[float] | None = None,
+    rrf_k: float = DEFAULT_RRF_K,
+    per_channel: Mapping[str, Sequence | None] | None = None,
+) -> None:
+    """Raise ``InvalidParameterError`` naming the problem: no channel, duplicate channels, weights negative or all
+    zero, ``rrf_k`` not positive, or a per-channel list (weights, ``per_channel``'s quotas or shares) whose length
+    is not one per channel."""
+    if not channels:
+        raise InvalidParameterError("a merge needs at least one channel")
+    if len(set(channels)) != len(channels):
+        raise InvalidParameterError(f"channels must be distinct, got {list(channels)}")
+    for name, values in {"weights": weights, **dict(per_channel or {})}.items():
+        if values is not None and len(values) != len(channels):
+            raise InvalidParameterError(f"{len(values)} {name} for {len(channels)} channels ({', '.join(channels)})")
+    if weights is not None:
+        if any(w < 0 for w in weights):
+            raise InvalidParameterError(f"weights must be >= 0, got {list(weights)}")
+        if not any(w > 0 for w in weights):
+            raise InvalidParameterError(f"at least one weight must be > 0, got {list(weights)}")
+    if not rrf_k > 0:
+        raise InvalidParameterError(f"rrf_k must be > 0, got {rrf_k!r}")
+
+
 def check_merge(
     channels: Sequence[str],
     strategy: str,
@@ -52,12 +77,9 @@ def check_merge(
     weights: Sequence[float] | None = None,
     rrf_k: float = DEFAULT_RRF_K,
 ) -> None:
-    """Raise ``InvalidParameterError`` naming the problem: duplicate channels, an unknown strategy, quotas
-    missing, not one per channel, negative or not summing to ``k``, weights negative or all zero."""
-    if not channels:
-        raise InvalidParameterError("a merge needs at least one channel")
-    if len(set(channels)) != len(channels):
-        raise InvalidParameterError(f"channels must be distinct, got {list(channels)}")
+    """``check_channels``, then: an unknown strategy, ``k`` not positive, quotas missing, negative or not summing
+    to ``k`` — each one ``InvalidParameterError`` naming the problem."""
+    check_channels(channels, weights, rrf_k, {"quotas": quotas})
     if strategy not in STRATEGIES:
         raise InvalidParameterError(f"unknown merge strategy {strategy!r}; choose from: {', '.join(STRATEGIES)}")
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -65,21 +87,10 @@ def check_merge(
     if strategy == "quota":
         if quotas is None:
             raise InvalidParameterError("the quota strategy needs quotas (or shares), one per channel")
-        if len(quotas) != len(channels):
-            raise InvalidParameterError(f"{len(quotas)} quotas for {len(channels)} channels ({', '.join(channels)})")
         if any(not isinstance(q, int) or isinstance(q, bool) or q < 0 for q in quotas):
             raise InvalidParameterError(f"quotas must be integers >= 0, got {list(quotas)}")
         if sum(quotas) != k:
             raise InvalidParameterError(f"quotas must sum to k = {k}, got {list(quotas)} (sum {sum(quotas)})")
-    if weights is not None:
-        if len(weights) != len(channels):
-            raise InvalidParameterError(f"{len(weights)} weights for {len(channels)} channels ({', '.join(channels)})")
-        if any(w < 0 for w in weights):
-            raise InvalidParameterError(f"weights must be >= 0, got {list(weights)}")
-        if not any(w > 0 for w in weights):
-            raise InvalidParameterError(f"at least one weight must be > 0, got {list(weights)}")
-    if not rrf_k > 0:
-        raise InvalidParameterError(f"rrf_k must be > 0, got {rrf_k!r}")
 
 
 def quotas_from_shares(shares: Sequence[float], k: int) -> list[int]:
