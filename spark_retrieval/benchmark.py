@@ -133,6 +133,7 @@ def run_benchmark(
     )
     side_tables = dict(side or {})
     per_query_of: dict[str, DataFrame] = {}  # each row's per-query metrics, kept for the paired comparisons
+    per_query_longer: dict[str, dict[int, DataFrame]] = {}  # the same at the longer K (merged rows vs channels)
     channels = ChannelCache(train, progress)  # fits and lists the merged rows share with the single rows
     wanted = merged_channel_keys(models, seeds[0], tuned, positive_threshold, side_tables)
     try:
@@ -176,13 +177,16 @@ def run_benchmark(
                 intervals = None
                 if first and bootstrap:
                     intervals = bootstrap_intervals(per_query, resamples=bootstrap, seed=seed)
-                longer = {
-                    each_k: {
-                        **mean_metrics(per_query_metrics(at_k[each_k], test, each_k)),
+                longer = {}
+                for each_k in ks[1:]:
+                    per_query_at = per_query_metrics(at_k[each_k], test, each_k)
+                    if first and bootstrap:
+                        per_query_at = per_query_at.persist(StorageLevel.MEMORY_AND_DISK)
+                        per_query_longer.setdefault(name, {})[each_k] = per_query_at
+                    longer[each_k] = {
+                        **mean_metrics(per_query_at),
                         "coverage": catalog_coverage(at_k[each_k], catalog, each_k),
                     }
-                    for each_k in ks[1:]
-                }
                 recommend_seconds = time.perf_counter() - started
                 analysis: dict[int, dict[str, Any]] = {}
                 if lists is not None and first:
@@ -216,10 +220,11 @@ def run_benchmark(
             row.update(seed_summary(runs, stochastic))
             result.results.append(row)
         if bootstrap:
-            compare_with_best(result.results, per_query_of, bootstrap, seed, progress)
+            compare_with_best(result.results, per_query_of, bootstrap, seed, progress, per_query_longer)
     finally:
         channels.release()
-        for frame in (train, test, catalog, *per_query_of.values()):
+        longer_frames = [frame for by_k in per_query_longer.values() for frame in by_k.values()]
+        for frame in (train, test, catalog, *per_query_of.values(), *longer_frames):
             frame.unpersist()
     return result
 
@@ -276,11 +281,18 @@ def seed_summary(runs: list[dict[str, Any]], stochastic: bool) -> dict[str, Any]
 
 
 def compare_with_best(
-    rows: list[dict[str, Any]], per_query_of: dict[str, DataFrame], resamples: int, seed: int, progress: Progress
+    rows: list[dict[str, Any]],
+    per_query_of: dict[str, DataFrame],
+    resamples: int,
+    seed: int,
+    progress: Progress,
+    per_query_longer: Mapping[str, Mapping[int, DataFrame]] | None = None,
 ) -> None:
     """Add ``vs_best`` to every row: the paired bootstrap difference, row minus the best row by
     ``HEADLINE_METRIC`` (the first such row on a tie), per metric, on the same queries; and to each merged row
-    ``vs_best_channel``: the same against the best of its channels that ran as rows of this benchmark."""
+    ``vs_best_channel``: the same against the best of its channels that ran as rows of this benchmark, and at
+    each longer K of ``per_query_longer`` (``{model: {K: per-query rows}}``) ``at_k[K]["vs_best_channel"]``
+    against the best channel at that K."""
     best = max(rows, key=lambda row: row[HEADLINE_METRIC])  # max keeps the first of equal rows
     for row in rows:
         if row is best:
@@ -300,6 +312,12 @@ def compare_with_best(
         progress(f"paired bootstrap: {row['model']} against its best channel, {channel}")
         differences = paired_differences(per_query_of[row["model"]], per_query_of[channel], resamples=resamples, seed=seed)
         row["vs_best_channel"] = {"baseline": channel, **differences}
+        for each_k, per_query in ((per_query_longer or {}).get(row["model"]) or {}).items():
+            at = str(each_k)
+            channel = max(channels, key=lambda name: by_model[name]["at_k"][at][HEADLINE_METRIC])
+            progress(f"paired bootstrap at K={each_k}: {row['model']} against its best channel, {channel}")
+            differences = paired_differences(per_query, per_query_longer[channel][each_k], resamples=resamples, seed=seed)
+            row["at_k"][at]["vs_best_channel"] = {"baseline": channel, **differences}
 
 
 def parse_ks(k: int | Sequence[int] | str) -> list[int]:

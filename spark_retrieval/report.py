@@ -196,12 +196,15 @@ def table_notes(rows: list[dict[str, Any]], k: int, bootstrap: dict[str, Any] | 
             f"Not distinguishable from {best} on these queries: {', '.join(noise) or 'none'}."
         )
     for row in rows:
-        against = row.get("vs_best_channel")
-        if against and against.get("recall"):
+        comparisons = [(k, row.get("vs_best_channel"))]
+        comparisons += [(int(each), values.get("vs_best_channel")) for each, values in (row.get("at_k") or {}).items()]
+        for at, against in comparisons:
+            if not (against and against.get("recall")):
+                continue
             difference = against["recall"]
             verdict = "a real difference" if difference.get("excludes_zero") else "not distinguishable on these queries"
             notes.append(
-                f"{row['model']} against its best channel, {against['baseline']}: R@{k} "
+                f"{row['model']} against its best channel at K = {at}, {against['baseline']}: R@{at} "
                 f"{difference['difference']:+.4f} [{difference['ci_low']:+.4f}, {difference['ci_high']:+.4f}], {verdict}."
             )
     if any(isinstance(row.get("seeds"), list) and "seed_mean" in row for row in rows):

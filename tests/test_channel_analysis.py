@@ -89,10 +89,19 @@ def test_merged_rows_in_the_benchmark_share_fits_and_report_their_channels(spark
         against = by_model[name]["vs_best_channel"]
         assert against["baseline"] == best_channel
         assert against["recall"]["difference"] == pytest.approx(by_model[name]["recall"] - by_model[best_channel]["recall"])
+        # and at the longer K, against the channel that is best at that K
+        best_at_8 = max(both, key=lambda channel: by_model[channel]["at_k"]["8"]["recall"])
+        at_8 = by_model[name]["at_k"]["8"]["vs_best_channel"]
+        assert at_8["baseline"] == best_at_8
+        assert at_8["recall"]["difference"] == pytest.approx(
+            by_model[name]["at_k"]["8"]["recall"] - by_model[best_at_8]["at_k"]["8"]["recall"])
+        assert at_8["recall"]["ci_low"] <= at_8["recall"]["difference"] <= at_8["recall"]["ci_high"]
+    assert "vs_best_channel" not in by_model["item_cf"]["at_k"]["8"]  # single rows have no channels
     result.write(str(tmp_path))
     assert (tmp_path / OVERLAP_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "results.md").read_text()
     assert "Channels of quota_small" in report and f"![channel overlap]({OVERLAP_FILE})" in report
-    assert "| R@8 | NDCG@8 |" in report and f"rrf_small against its best channel, {best_channel}: R@{K}" in report
+    assert "| R@8 | NDCG@8 |" in report and f"rrf_small against its best channel at K = {K}, {best_channel}: R@{K}" in report
+    assert f"rrf_small against its best channel at K = 8, {best_at_8}: R@8" in report
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["ks"] == [K, 8] and document["results"][2]["channel_analysis"]["k"] == K

@@ -136,12 +136,13 @@ def test_every_row_runs_on_a_click_log_through_the_cli(spark, click_log, tmp_pat
 
 
 def test_the_benchmark_job_runs_the_same_log_under_spark_submit(spark, click_log, tmp_path):
-    """The classic rows under a real spark-submit; the two-tower rows read the log the same way (the CLI test)."""
+    """The job reads the log under a real spark-submit (two rows: every row reads the log the same way, the CLI
+    test above runs them all)."""
     clicks, items = click_log
     config = tmp_path / "clicks.yaml"
     config.write_text(
         f"data: {{interactions: '{clicks}', columns: {{user_id: uid, item_id: sku, timestamp: ts}}, items: '{items}'}}\n"
-        "models: global_hot,item_cf,swing,als\nbootstrap: 0\nk: 5\noutput: '${OUTPUT}'\n"
+        "models: global_hot,item_cf\nbootstrap: 0\nk: 5\noutput: '${OUTPUT}'\n"
     )
     spark_submit = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")
     result = subprocess.run(
@@ -154,7 +155,7 @@ def test_the_benchmark_job_runs_the_same_log_under_spark_submit(spark, click_log
     )
     assert result.returncode == 0, result.stderr[-3000:]
     document = json.loads((tmp_path / "out" / "benchmark" / "results.json").read_text())
-    assert [row["model"] for row in document["results"]] == ["global_hot", "item_cf", "swing", "als"]
+    assert [row["model"] for row in document["results"]] == ["global_hot", "item_cf"]
     assert document["source"]["timestamps"].startswith("ISO-8601") and document["positive_threshold"] == 0.0
 
 
@@ -218,7 +219,7 @@ def test_ml_latest_small_as_a_string_id_iso_time_log_gives_the_same_metrics(spar
         F.date_format(F.timestamp_seconds("timestamp"), "yyyy-MM-dd'T'HH:mm:ssXXX").alias("when"),
     )
     log.coalesce(1).write.option("header", True).csv(str(tmp_path / "log"))
-    models = ["global_hot", "item_cf", "swing", "als"]
+    models = ["global_hot", "item_cf", "swing"]  # deterministic rows: equal to the last bit
     reference = run_benchmark(spark, ratings, "ml-latest-small", models, bootstrap=0)
     data = open_data(
         spark, log=EventLog(str(tmp_path / "log"), "csv", {"user_id": "account", "item_id": "title", "rating": "stars", "timestamp": "when"}),
@@ -227,10 +228,7 @@ def test_ml_latest_small_as_a_string_id_iso_time_log_gives_the_same_metrics(spar
     assert rewritten.split == reference.split
     for ours, theirs in zip(rewritten.results, reference.results):
         for metric in ("precision", "recall", "map", "ndcg", "hit_rate", "coverage", "queries"):
-            if ours["model"] == "als":  # its random start depends on the id values, not on their order
-                assert ours[metric] == pytest.approx(theirs[metric], rel=0.1), metric
-            else:
-                assert ours[metric] == theirs[metric], (ours["model"], metric)
+            assert ours[metric] == theirs[metric], (ours["model"], metric)
 
 
 def test_prepare_keeps_the_id_indexes_and_the_threshold_for_the_later_jobs(spark, click_log, tmp_path, monkeypatch):

@@ -26,10 +26,10 @@ class RegisteredModel:
     estimator: str
     preset: Mapping[str, Any] = field(default_factory=dict)
     in_all: bool = True
+    """Part of ``--models all``; presets kept only to reproduce published numbers are asked for by name."""
     family: str = ""
     """What kind of channel the row is (``item_to_item``, ``factorisation``, ``two_tower``, ``popularity``,
     ``merged``): a merged row tuned on validation takes the best row of each of its channels' families."""
-    """Part of ``--models all``; presets kept only to reproduce published numbers are asked for by name."""
 
     def estimator_class(self) -> type[RetrievalEstimator]:
         module, _, name = self.estimator.partition(":")
@@ -92,14 +92,12 @@ MODELS: dict[str, RegisteredModel] = {
             "multi_channel_quota",
             f"{_MODELS}.multi_channel:MultiChannel",
             {"channels": list(FAMILY_CHANNELS), "strategy": "quota"},
-            in_all=False,
             family="merged",
         ),
         RegisteredModel(
             "multi_channel_rrf",
             f"{_MODELS}.multi_channel:MultiChannel",
             {"channels": list(FAMILY_CHANNELS), "strategy": "rrf"},
-            in_all=False,
             family="merged",
         ),
     )
