@@ -107,17 +107,20 @@ def test_benchmark_in_two_processes_gives_the_same_report(tmp_path):
     The classic rows; the two-tower rows' run-to-run identity is test_two_tower_determinism.py's."""
     data = write_ml1m(tmp_path / "ml-1m")
     executable = os.path.join(os.path.dirname(sys.executable), "spark-retrieval")
-    reports = []
-    for run in ("a", "b"):
-        result = subprocess.run(
+    runs = {}
+    for run in ("a", "b"):  # side by side: neither run can reuse anything of the other
+        runs[run] = subprocess.Popen(
             [executable, "benchmark", "--dataset", "ml-1m", "--data-dir", str(data), "--k", "5",
              "--models", ",".join(CLASSIC_MODELS),
              "--seed", str(SEED), "--bootstrap", "100", "--master", "local[2]", "--output", str(tmp_path / run), "--quiet"],
-            capture_output=True, text=True, timeout=900, cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
             env={**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
                  "SPARK_LOCAL_IP": "127.0.0.1"},
         )
-        assert result.returncode == 0, result.stderr[-3000:]
+    reports = []
+    for run, process in runs.items():
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr[-3000:]
         reports.append(json.loads((tmp_path / run / "results.json").read_text()))
     assert [row["model"] for row in reports[0]["results"]] == ["global_hot", "item_cf", "swing", "als"]
     assert all("ci" in row and "vs_best" in row for row in reports[0]["results"])  # the bootstrap is compared too

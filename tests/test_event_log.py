@@ -17,7 +17,7 @@ from spark_retrieval.cli import main
 from spark_retrieval.data.event_log import EventLog, dense_index, load_event_log, parse_columns, timestamp_seconds
 from spark_retrieval.data.movielens import load_movielens
 from spark_retrieval.errors import InvalidParameterError, MalformedDataError
-from spark_retrieval.models.registry import DEFAULT_MODELS
+from spark_retrieval.models.registry import DEFAULT_MODELS, MODELS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = "user_id=uid,item_id=sku,timestamp=ts"
@@ -123,8 +123,18 @@ def test_a_timestamp_column_of_no_accepted_form_is_one_error_naming_it(spark, va
 def test_every_row_runs_on_a_click_log_through_the_cli(spark, click_log, tmp_path, capsys):
     clicks, items = click_log
     out = tmp_path / "out"
+    # The two-tower rows (and the merged rows' two-tower channel) train in this process: reading the log is what
+    # is tested here, the distributed launch has its own tests (a tuned.json is how the CLI takes other
+    # parameters for a row).
+    in_process = tmp_path / "in_process.json"
+    two_towers = [name for name in DEFAULT_MODELS if MODELS[name].family == "two_tower"]
+    local = {name: {"params": {"backend": "local"}} for name in two_towers}
+    for name in (name for name in DEFAULT_MODELS if MODELS[name].family == "merged"):
+        channels = [c for c in MODELS[name].preset["channels"] if c in two_towers]
+        local[name] = {"params": {"channel_params": {c: {"backend": "local"} for c in channels}}}
+    in_process.write_text(json.dumps({"models": local}))
     code = main(["benchmark", "--interactions", str(clicks), "--columns", COLUMNS, "--items", str(items),
-                 "--k", "5", "--bootstrap", "0", "--output", str(out), "--quiet"])
+                 "--k", "5", "--bootstrap", "0", "--params", str(in_process), "--output", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     document = json.loads((out / "results.json").read_text())
     assert [row["model"] for row in document["results"]] == list(DEFAULT_MODELS)
@@ -132,6 +142,7 @@ def test_every_row_runs_on_a_click_log_through_the_cli(spark, click_log, tmp_pat
     assert document["source"]["feedback"].startswith("implicit") and document["source"]["items"] == str(items)
     assert document["split"]["test_queries"] == document["split"]["held_out_events"] > 0
     assert all(row["queries"] == document["split"]["test_queries"] for row in document["results"])
+    assert {row["model"]: row["training"]["backend"] for row in document["results"] if "training" in row} == dict.fromkeys(two_towers, "local")
     assert f"Data: {clicks} (csv; user_id=uid" in (out / "results.md").read_text()
 
 
