@@ -8,10 +8,14 @@ validation-train, ``recommend`` of the validation queries and ``evaluate`` @``k`
 event: the test set is touched once, afterwards, by the benchmark with the chosen parameters.
 
 What is searched: the model's ``SEARCH_SPACE`` (declared next to its Params), minus the parameters its
-registry row's preset fixes (a ``dssm_bce_neg10`` row keeps its loss and its 10 negatives) — except
-``epochs``, which is always chosen on validation — minus the domains whose ``when`` does not hold for the
-row (ALS's ``alpha`` on explicit ratings, DSSM's ``num_negatives`` with sampled softmax). A model with
-nothing to search (Global Hot) is evaluated once at its defaults.
+registry row's preset fixes (a ``dssm_bce_neg10`` row keeps its loss and its 10 negatives), minus the domains
+whose ``when`` does not hold for the row (ALS's ``alpha`` on explicit ratings, DSSM's ``num_negatives`` with
+sampled softmax). A model with nothing to search (Global Hot) is evaluated once at its defaults.
+
+Epochs of the models that train in epochs (the two-tower ones): each trial fits with the validation queries,
+at most ``max_epochs`` epochs (a row's preset ``epochs`` is not a limit here), scores the validation set after
+every epoch, stops after ``patience`` epochs without a better score and keeps its best epoch; the trial's
+parameters then say ``epochs`` = that best epoch, which is what ``benchmark --params`` refits with.
 
 Determinism and resume: the sampler of trial ``i`` of a model is ``TPESampler(seed=f(seed, model, i))``, so
 trial ``i``'s parameters depend only on the seed and the earlier trials' results. With ``storage_dir`` the
@@ -48,8 +52,9 @@ TUNING_METRICS = ("ndcg", "recall")
 STUDY_FILE = "study.db"
 TUNED_FILE = "tuned.json"
 PLOT_FILE = "tuning.png"
-ALWAYS_TUNED = frozenset({"epochs"})
-"""Searched even where a row's preset sets them: the number of epochs is a validation choice."""
+MAX_EPOCHS = 12
+PATIENCE = 2
+EPOCHS = "epochs"
 SETTINGS_ATTR = "spark_retrieval_settings"
 
 
@@ -58,8 +63,7 @@ def search_space(
     name: str, space: Mapping[str, Domain] | None = None, fixed: Mapping[str, Any] | None = None
 ) -> dict[str, Domain]:
     """The domains tuned for registry model ``name``: its declared ``SEARCH_SPACE`` (or ``space``) minus the
-    parameters its preset or ``fixed`` sets (``epochs`` excepted for the preset) and the domains whose
-    ``when`` does not hold for the row's settings."""
+    parameters its preset or ``fixed`` sets and the domains whose ``when`` does not hold for the row's settings."""
     if name not in MODELS:
         raise InvalidParameterError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
     entry = MODELS[name]
@@ -72,7 +76,7 @@ def search_space(
             raise InvalidParameterError(f"search space of {name}: {estimator_class.__name__} has no parameter {key!r}")
     fixed = dict(fixed or {})
     settings = build_estimator(name, 0, fixed).params_dict()
-    pinned = (set(entry.preset) - ALWAYS_TUNED) | set(fixed)
+    pinned = set(entry.preset) | set(fixed)
     searched = {key: domain for key, domain in declared.items() if key not in pinned and domain.applies(settings)}
     return {key: domain.resolved(settings) if isinstance(domain, Each) else domain for key, domain in searched.items()}
 
@@ -201,6 +205,7 @@ def tune(
             "seed": seed,
             "space": describe_space(plans[name]),
             "fixed": fixed.get(name, {}),
+            **({EPOCHS: epoch_settings(fixed.get(name, {}))} if trains_in_epochs(name) else {}),
         }
         for name in names
     }
@@ -243,6 +248,16 @@ def tune(
         channels.release()
         validation_train.unpersist()
         validation_queries.unpersist()
+
+
+def trains_in_epochs(name: str) -> bool:
+    """Whether registry model ``name`` scores validation queries after each epoch (the two-tower rows)."""
+    return MODELS[name].estimator_class()().hasParam("patience")
+
+
+def epoch_settings(fixed: Mapping[str, Any]) -> dict[str, int]:
+    """A trial's epoch limit (``fixed`` epochs, else ``MAX_EPOCHS``) and patience."""
+    return {"max": int(fixed.get(EPOCHS, MAX_EPOCHS)), "patience": PATIENCE}
 
 
 def with_tuned_channels(fixed: Mapping[str, Any], channels: Sequence[str], result: "TuningResult") -> dict[str, Any]:
@@ -331,12 +346,22 @@ def _tune_model(
             suggested = {key: domain.suggest(trial, key) for key, domain in space.items()}
             started = time.perf_counter()
             threshold = settings["positive_threshold"]
-            estimator = build_estimator(name, seed, {**fixed, **suggested}, threshold, getattr(progress, "enabled", None), **side)
+            params, given = {**fixed, **suggested}, dict(side)
+            if EPOCHS in settings:  # the best epoch on validation, at most the limit
+                params.update(
+                    epochs=settings[EPOCHS]["max"], patience=settings[EPOCHS]["patience"],
+                    validation_metric=metric, validation_k=k,
+                )
+                given["validation_queries"] = validation_queries
+            estimator = build_estimator(name, seed, params, threshold, getattr(progress, "enabled", None), **given)
             if isinstance(estimator, MultiChannel):  # only the merge changes between trials
                 model, _ = channels.merged_model(estimator)
                 recommendations = model.merge(channels.lists(model, validation_queries, k), k)
             else:
-                recommendations = estimator.fit(validation_train).recommend(validation_queries, k)
+                model = estimator.fit(validation_train)
+                recommendations = model.recommend(validation_queries, k)
+                if EPOCHS in settings:
+                    suggested = {**suggested, EPOCHS: model.metadata["training"]["best_epoch"]}
             metrics = evaluate(recommendations, validation_queries, k=k)
             seconds = time.perf_counter() - started
         except BaseException:

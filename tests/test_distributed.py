@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spark_retrieval.columns import QUERY_ID, RECOMMENDATIONS
-from spark_retrieval.data.split import temporal_split
+from spark_retrieval.data.split import temporal_split, validation_split
 from spark_retrieval.distributed import (
     check_local_slots,
     default_nics,
@@ -37,7 +37,14 @@ def split(spark):
     return result.train.cache(), result.test.cache()
 
 
+def validated(train):
+    """Validation queries from train: scored by rank 0 after each epoch, the best epoch sent to every rank."""
+    return dict(validation_queries=validation_split(train).test, patience=1, learning_rate=0.05)
+
+
 def assert_ranks_agree(model, test):
+    training = model.metadata["training"]
+    assert training["best_epoch"] == 1 + max(range(len(training["history"])), key=lambda e: training["history"][e]["validation"])
     hashes = model.metadata["training"]["parameter_hashes"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]
     assert model.metadata["training"]["num_proc"] == 2
@@ -51,7 +58,7 @@ def assert_ranks_agree(model, test):
 def test_horovod_two_ranks_end_with_identical_parameters(split):
     """The default backend, "auto", is Horovod when it is installed; the metadata records the one that ran."""
     train, test = split
-    model = DSSM(**TINY, hidden_dims=[16, 8], start_timeout=120).fit(train)
+    model = DSSM(**TINY, hidden_dims=[16, 8], start_timeout=120, **validated(train)).fit(train)
     assert_ranks_agree(model, test)
     assert model.metadata["training"]["backend"] == "horovod" and model.get("backend") == "auto"
 
@@ -59,7 +66,7 @@ def test_horovod_two_ranks_end_with_identical_parameters(split):
 @pytest.mark.slow
 def test_torch_distributor_two_processes_end_with_identical_parameters(split):
     train, test = split
-    model = SimpleX(**TINY, backend="torch_distributor", num_negatives=4).fit(train)
+    model = SimpleX(**TINY, backend="torch_distributor", num_negatives=4, **validated(train)).fit(train)
     assert_ranks_agree(model, test)
 
 

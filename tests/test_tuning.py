@@ -85,14 +85,15 @@ def test_what_each_row_searches():
     assert set(search_space("item_cf", fixed={"shrinkage": 1.0})) == {"k_neighbours", "min_cooccurrence"}
 
 
-def test_two_tower_rows_search_what_their_preset_leaves_and_always_epochs():
+def test_two_tower_rows_search_what_their_preset_leaves_and_choose_epochs_inside_each_trial():
     pytest.importorskip("torch")
     softmax, neg100 = search_space("dssm_softmax"), search_space("dssm_bce_neg100")
-    assert "epochs" in neg100 and "epochs" in softmax
+    assert "epochs" not in neg100 and "epochs" not in softmax
+    assert tuning.trains_in_epochs("dssm_softmax") and not tuning.trains_in_epochs("item_cf")
     assert "num_negatives" not in softmax  # in-batch negatives
     assert "num_negatives" not in neg100  # the row fixes its 100 negatives (and its loss)
     assert {"learning_rate", "temperature", "hidden_dims"} <= set(softmax)
-    assert set(search_space("simplex_ccl")) == {"epochs", "negative_weight", "margin", "gate", "learning_rate", "dropout"}
+    assert set(search_space("simplex_ccl")) == {"negative_weight", "margin", "gate", "learning_rate", "dropout"}
 
 
 def test_domains_ask_optuna_and_decode_what_it_stored():
@@ -246,3 +247,20 @@ def test_a_missing_or_unparsable_tuned_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(InvalidParameterError, match="not JSON"):
         read_tuned_params(str(path))
+
+
+@pytest.mark.slow
+def test_a_two_tower_trial_keeps_its_best_epoch_and_reports_it_as_epochs(spark, split):
+    pytest.importorskip("torch")
+    small = {"backend": "local", "embedding_dim": 8, "hidden_dims": [16, 8], "batch_size": 64, "epochs": 4}
+    messages = []
+    result = tune(
+        split.train, ["dssm_softmax"], trials=2, k=5, seed=1, fixed={"dssm_softmax": small},
+        spaces={"dssm_softmax": {"learning_rate": FloatRange(1e-3, 1e-1, log=True)}}, progress=messages.append,
+    )
+    tuned = result.models["dssm_softmax"]
+    for row in tuned.table:
+        assert set(row["params"]) == {"learning_rate", "epochs"} and 1 <= row["params"]["epochs"] <= 4
+    chosen = max(tuned.table, key=lambda row: row["score"])
+    assert tuned.params == {**small, **chosen["params"]}
+    assert any(m.startswith("tune dssm_softmax: trial 2/2 {learning_rate: ") and "epochs: " in m for m in messages)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from spark_retrieval.columns import ITEM_ID, QUERY_ID, RECOMMENDATIONS, SCORE, USER_ID
-from spark_retrieval.data.split import temporal_split
+from spark_retrieval.data.split import temporal_split, validation_split
+from spark_retrieval.evaluation import evaluate
 from spark_retrieval.errors import EmptyDataError, InvalidParameterError, MalformedDataError, MissingDependencyError
 from spark_retrieval.models.base import RetrievalModel
 from spark_retrieval.models.two_tower import DSSM, DSSMModel, SimpleX, SimpleXModel
@@ -246,3 +247,60 @@ def test_verbose_training_prints_each_epoch_with_an_eta(data, capfd):
     epochs = [line for line in err.splitlines() if "] epoch " in line]
     assert len(epochs) == 3 and "samples/s" in epochs[0]
     assert "ETA" in epochs[0] and "ETA" in epochs[1] and "ETA" not in epochs[2]  # nothing left after the last
+
+
+# -- validation after every epoch ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def validation(data):
+    split = validation_split(data[0])
+    return split.train.cache(), split.test.cache()
+
+
+def stop_epoch(scores, patience):
+    """The epoch after which training with these per-epoch scores stops (the rule, written out)."""
+    best = 0
+    for epoch, score in enumerate(scores, start=1):
+        if best == 0 or score > scores[best - 1]:
+            best = epoch
+        if epoch - best >= patience:
+            return epoch
+    return len(scores)
+
+
+def test_validation_keeps_the_best_epoch_and_stops_after_patience_epochs_without_a_better_score(data, validation):
+    fit_on, queries = validation
+    estimator = dssm(data, epochs=8, patience=1, learning_rate=0.05, validation_k=5, validation_queries=queries)
+    model = estimator.fit(fit_on)
+    training = model.metadata["training"]
+    scores = [record["validation"] for record in training["history"]]
+    best = training["best_epoch"]
+    assert len(scores) == stop_epoch(scores, 1) < 8  # stopped early, by the rule
+    assert best == 1 + scores.index(max(scores))
+    assert training["validation"] == {
+        "metric": "ndcg", "k": 5, "patience": 1, "queries": queries.select(QUERY_ID).distinct().count()
+    }
+    # The score computed in the training process is the evaluator's, on the weights the model kept ...
+    assert evaluate(model.recommend(queries, 5), queries, k=5)["ndcg"] == pytest.approx(scores[best - 1], abs=1e-9)
+    # ... and those weights are, bit for bit, a plain fit's that ran exactly the best number of epochs.
+    plain = dssm(data, epochs=best, learning_rate=0.05).fit(fit_on)
+    assert plain.metadata["training"]["parameter_hashes"] == training["parameter_hashes"]
+    assert "best_epoch" not in plain.metadata["training"]
+
+
+def test_a_resumed_validated_fit_ends_where_an_uninterrupted_one_does(data, validation, tmp_path):
+    fit_on, queries = validation
+    settings = dict(patience=5, validation_metric="recall", validation_k=10, validation_queries=queries)
+    uninterrupted = dssm(data, epochs=4, **settings).fit(fit_on).metadata["training"]
+    dssm(data, epochs=2, checkpoint_dir=str(tmp_path), **settings).fit(fit_on)
+    resumed = dssm(data, epochs=4, checkpoint_dir=str(tmp_path), **settings).fit(fit_on).metadata["training"]
+    assert resumed["resumed_from_epoch"] == 2
+    assert [r["validation"] for r in resumed["history"]] == [r["validation"] for r in uninterrupted["history"]]
+    assert (resumed["best_epoch"], resumed["parameter_hashes"]) == (uninterrupted["best_epoch"], uninterrupted["parameter_hashes"])
+
+
+def test_validation_queries_must_be_a_dataframe_with_the_query_columns(data, validation):
+    fit_on, queries = validation
+    with pytest.raises(InvalidParameterError, match="validation_queries"):
+        dssm(data, validation_queries=[1, 2])
+    with pytest.raises(MalformedDataError, match="validation queries"):
+        dssm(data, validation_queries=queries.drop("last_item")).fit(fit_on)

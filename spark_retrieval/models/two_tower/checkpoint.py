@@ -81,7 +81,9 @@ def checkpoint_record(
     optimizer: dict[str, Any],
     history: list[dict[str, float]],
     torch_rng: list[torch.Tensor],
+    best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``best``: with validation, the best epoch so far, its score and weights, and whether training stopped."""
     return {
         "format": FORMAT,
         "fingerprint": fingerprint,
@@ -90,6 +92,7 @@ def checkpoint_record(
         "optimizer": optimizer,
         "history": list(history),
         "torch_rng": list(torch_rng),
+        "best": best,
     }
 
 

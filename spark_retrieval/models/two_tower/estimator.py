@@ -36,7 +36,7 @@ from ...data.context import seen_items
 from ...distributed import default_nics, default_num_proc, get_launcher
 from ...distributed.processes import BACKENDS, DEFAULT_FAILURE_TIMEOUT, HOROVOD, LOCAL, TORCH_DISTRIBUTOR
 from ...errors import EmptyDataError, InvalidParameterError, MalformedDataError, MissingDependencyError, TrainingFailedError
-from ...search import Domain, IntRange
+from ...search import Domain
 from ...validation import boolean, check, integer, number, one_of, text, text_list
 from ..base import RetrievalEstimator, param
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -46,6 +46,7 @@ from .model import TwoTowerModel
 from .network import network_spec
 from .schema import ITEM_FEATURES, USER_FEATURES, FeatureSchema, load_schema
 from .training import RankResult, TrainingJob, train_on_rank
+from .epoch_validation import VALIDATION_METRICS, write_validation_file
 from .training_data import build_feature_tables, number_of_files, training_examples, write_training_files
 
 AUTO = "auto"
@@ -74,7 +75,7 @@ class TwoTowerParams(Params):
     positive_threshold = param("positive_threshold", "train events rated above this are positives", number())
     num_negatives = param("num_negatives", "sampled negatives per positive (losses bce and ccl)", integer(at_least=1))
     alpha = param("alpha", "negatives are drawn with probability ∝ train count ** alpha", number(at_least=0))
-    epochs = param("epochs", "passes over the training examples", integer(at_least=1))
+    epochs = param("epochs", "passes over the training examples (with validation queries: at most)", integer(at_least=1))
     batch_size = param(
         "batch_size", "positives per optimizer step, split evenly across the processes", integer(at_least=2)
     )
@@ -113,13 +114,18 @@ class TwoTowerParams(Params):
     )
     exclude_seen = param("exclude_seen", "drop the user's train items from their recommendations", boolean)
     verbose = param("verbose", "print loss and samples/s per epoch (rank 0, stderr)", boolean)
+    patience = param(
+        "patience",
+        "with validation queries: stop after this many epochs without a better validation score (the best epoch's "
+        "weights are kept)",
+        integer(at_least=1),
+    )
+    validation_metric = param("validation_metric", "with validation queries: ndcg or recall", one_of(*VALIDATION_METRICS))
+    validation_k = param("validation_k", "with validation queries: the metric's cut-off K", integer(at_least=1))
 
-    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {
-        # The number of epochs is chosen on validation like any other parameter (searched even where a
-        # benchmark row's preset sets it); no early stopping inside one fit.
-        "epochs": IntRange(1, 12),
-    }
-    """What every two-tower family tunes; a family's mixin adds its own (``spark_retrieval.search``)."""
+    SEARCH_SPACE: ClassVar[dict[str, Domain]] = {}
+    """What every two-tower family tunes; a family's mixin adds its own (``spark_retrieval.search``). The number
+    of epochs is not searched: a tuning fit is given the validation queries and keeps its best epoch."""
 
     def __init__(self, *args: Any):
         super().__init__(*args)
@@ -141,6 +147,9 @@ class TwoTowerParams(Params):
             shuffle_buffer=65536,
             exclude_seen=True,
             verbose=True,
+            patience=2,
+            validation_metric="ndcg",
+            validation_k=20,
         )
 
     def _set_defaults(self, **defaults: Any) -> None:
@@ -150,26 +159,42 @@ class TwoTowerParams(Params):
 
 
 class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
-    """Base of DSSM and SimpleX: ``Family(*, item_features=None, user_features=None, **params)``.
+    """Base of DSSM and SimpleX: ``Family(*, item_features=None, user_features=None, validation_queries=None,
+    **params)``.
 
     Only the parameters given are set (the others keep the family's defaults). Subclasses name their
     family and model class and inherit their family's Params mixin. ``item_features`` (``item_id`` + item columns, e.g. ``genres``) and ``user_features`` (``user_id`` +
     user columns, e.g. ``gender, age, occupation``) are optional side tables given at construction;
     the schema's optional features that read a table not given are left out.
+
+    ``validation_queries`` (a split's ``test`` shape: ``query_id, user_id``, the context columns and one row per
+    label ``item_id``): scored after every epoch with ``validation_metric``@``validation_k``; ``epochs`` is then a
+    maximum, training stops after ``patience`` epochs without a better score and the model keeps the best epoch's
+    weights (``metadata["training"]["best_epoch"]``). Give validation queries carved from the data you fit on
+    (``data.split.validation_split``), never the test queries.
     """
 
     required_columns = (USER_ID, ITEM_ID, TIMESTAMP)
     family: ClassVar[str]
     model_class: ClassVar[type[TwoTowerModel]]
 
-    def __init__(self, *, item_features: DataFrame | None = None, user_features: DataFrame | None = None, **params: Any):
-        for name, table in (("item_features", item_features), ("user_features", user_features)):
+    def __init__(
+        self,
+        *,
+        item_features: DataFrame | None = None,
+        user_features: DataFrame | None = None,
+        validation_queries: DataFrame | None = None,
+        **params: Any,
+    ):
+        tables = (("item_features", item_features), ("user_features", user_features), ("validation_queries", validation_queries))
+        for name, table in tables:
             if table is not None and not isinstance(table, DataFrame):
                 raise InvalidParameterError(
                     f"{type(self).__name__}: {name} must be a Spark DataFrame or None, got {type(table).__name__}"
                 )
         self.item_features = item_features
         self.user_features = user_features
+        self.validation_queries = validation_queries
         super().__init__(**params)
 
     # -- what a family defines ---------------------------------------------------------------------
@@ -258,7 +283,11 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
                 example_count = sum(rows for _, rows in files)
                 if example_count < num_proc:
                     raise EmptyDataError(f"only {example_count} training example(s) for {num_proc} processes")
-                job = self._training_job(spec, files, items_path, example_count, backend, nics, directory)
+                validation = None
+                if self.validation_queries is not None:
+                    seen = train if self.get("exclude_seen") else None
+                    validation = write_validation_file(self.validation_queries, seen, tables, directory)
+                job = self._training_job(spec, files, items_path, example_count, backend, nics, directory, validation)
                 resumable_epochs(job.checkpoint_dir, job.fingerprint, job.epochs)  # warns about an unusable one
                 try:
                     results = launcher.run(train_on_rank, job)
@@ -278,6 +307,12 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
             "parameter_hashes": [r.parameter_hash for r in results] if len(results) > 1 else root.parameter_hashes,
             "environment": {**root.environment, "pyspark": spark.version},
         }
+        if validation is not None:
+            training["best_epoch"] = root.best_epoch
+            training["validation"] = {
+                "metric": self.get("validation_metric"), "k": self.get("validation_k"),
+                "patience": self.get("patience"), "queries": validation[1],
+            }
         return self._model(train, tables, spec, root.state, training)
 
     def _model(self, train: DataFrame, tables, spec, state: bytes, training: dict[str, Any]) -> TwoTowerModel:
@@ -291,7 +326,9 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         model._cache["feature_tables"] = tables  # the vocabularies are already broadcast: reuse them
         return model
 
-    def _training_job(self, spec, files, items_path, example_count, backend, nics, directory) -> TrainingJob:
+    def _training_job(
+        self, spec, files, items_path, example_count, backend, nics, directory, validation=None
+    ) -> TrainingJob:
         checkpoint_dir = self.get("checkpoint_dir") or (f"{directory}/checkpoints" if self.get("working_dir") else None)
         settings = {
             "checkpoint_format": CHECKPOINT_FORMAT,
@@ -304,6 +341,15 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
                 "batch_size", "learning_rate", "weight_decay", "seed", "num_negatives", "alpha", "positive_threshold"
             )},
         }
+        validation_settings = {}
+        if validation is not None:
+            validation_settings = {
+                "validation_path": validation[0],
+                "validation_metric": self.get("validation_metric"),
+                "validation_k": self.get("validation_k"),
+                "patience": self.get("patience"),
+            }
+            settings["validation"] = {**validation_settings, "queries": validation[1], "validation_path": None}
         fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         return TrainingJob(
             network=spec,
@@ -323,6 +369,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
             failure_timeout=self.get("failure_timeout"),
             verbose=self.get("verbose"),
             label=self.family,
+            **validation_settings,
             **self.objective_options(),
         )
 

@@ -49,6 +49,7 @@ import torch
 
 from ...distributed.processes import DEFAULT_FAILURE_TIMEOUT
 from .checkpoint import checkpoint_record, load_checkpoint, parameter_hash, save_checkpoint, state_to_bytes
+from .epoch_validation import ValidationSet
 from .losses import TrainingObjective, item_feature_columns
 from .network import build_network, pin_cpu_capability
 from .shards import open_filesystem, rank_share, shuffled_batches, steps_per_epoch
@@ -86,6 +87,10 @@ class TrainingJob:
     failure_timeout: int = DEFAULT_FAILURE_TIMEOUT
     verbose: bool = True
     label: str = "two-tower"
+    validation_path: str | None = None
+    validation_metric: str = "ndcg"
+    validation_k: int = 20
+    patience: int = 2
 
 
 @dataclass
@@ -97,6 +102,7 @@ class RankResult:
     history: list[dict[str, float]] = field(default_factory=list)
     start_epoch: int = 0
     environment: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None
 
 
 def train_on_rank(job: TrainingJob) -> RankResult:
@@ -170,6 +176,7 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
         load_checkpoint(job.checkpoint_dir, job.fingerprint, job.epochs) if collective.rank == 0 else None
     )
     start_epoch, history = 0, []
+    best = BestEpoch()
     if checkpoint is not None:
         network.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -179,33 +186,56 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
         else:  # resumed on another number of processes: still seeded, no longer the uninterrupted run's stream
             torch.manual_seed(job.seed * 1_000_003 + checkpoint["epochs_done"] * 1009 + collective.rank)
         start_epoch, history = checkpoint["epochs_done"], list(checkpoint["history"])
+        best = BestEpoch.from_record(checkpoint.get("best"), keep_state=collective.rank == 0)
         del checkpoint
         _report(job, collective, f"resuming after epoch {start_epoch}/{job.epochs} (its checkpoint)")
 
+    validation = None
+    if job.validation_path and collective.rank == 0:
+        validation = ValidationSet.load(job.validation_path, objective.user_columns)
     columns = objective.batch_columns()
     rank_batch = rank_batch_size(job.batch_size, collective.size)
     steps = steps_per_epoch(job.example_files, collective.size, rank_batch)
     beat()
     for epoch in range(start_epoch, job.epochs):
+        if best.stopped:
+            break
         record = _run_epoch(job, collective, objective, step, optimizer, columns, rank_batch, steps, epoch, beat)
+        validated = ""
+        if job.validation_path:
+            score = validation.score(network, objective.item_features, job.validation_metric, job.validation_k) if validation else None
+            record["validation"] = score = collective.broadcast_object(score)
+            best.update(epoch + 1, score, network if collective.rank == 0 else None, job.patience)
+            validated = (
+                f", validation {job.validation_metric}@{job.validation_k} {score:.4f} "
+                f"(best {best.score:.4f}, epoch {best.epoch})"
+            )
+            beat()
         history.append(record)
         run_here = history[len(history) - (epoch + 1 - start_epoch):]  # this run's epochs (not the resumed ones)
         remaining = job.epochs - epoch - 1
-        eta = f", ETA {remaining * sum(r['seconds'] for r in run_here) / len(run_here):.0f}s" if remaining else ""
+        eta = f", ETA {remaining * sum(r['seconds'] for r in run_here) / len(run_here):.0f}s" if remaining and not best.stopped else ""
         _report(
             job,
             collective,
             f"epoch {epoch + 1}/{job.epochs}: loss {record['loss']:.5f}, "
-            f"{record['samples_per_second']:,.0f} samples/s ({record['seconds']:.1f}s, {collective.size} proc{eta})",
+            f"{record['samples_per_second']:,.0f} samples/s ({record['seconds']:.1f}s, {collective.size} proc{eta})"
+            + validated,
         )
+        if best.stopped:
+            _report(job, collective, f"stopping early: no better validation score in {job.patience} epoch(s); keeping epoch {best.epoch}")
         if job.checkpoint_dir:
             rng_states = collective.allgather_object(torch.get_rng_state())  # every rank's dropout stream
             if collective.rank == 0:
                 saved = checkpoint_record(
-                    job.fingerprint, epoch + 1, network.state_dict(), optimizer.state_dict(), history, rng_states
+                    job.fingerprint, epoch + 1, network.state_dict(), optimizer.state_dict(), history, rng_states,
+                    best=best.record() if job.validation_path else None,
                 )
                 save_checkpoint(job.checkpoint_dir, saved)
         beat()
+
+    if job.validation_path and best.epoch != len(history):  # every rank ends on the best epoch's weights
+        network.load_state_dict(collective.broadcast_object(best.state if collective.rank == 0 else None))
 
     own_hash = parameter_hash(network)
     hashes = collective.allgather_object(own_hash)
@@ -218,7 +248,32 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
         history=history if is_root else [],
         start_epoch=start_epoch,
         environment=training_environment(collective.local_size),
+        best_epoch=best.epoch if job.validation_path else None,
     )
+
+
+class BestEpoch:
+    """The best validation score so far, its epoch and (rank 0) its weights; ``stopped`` once ``patience``
+    epochs have passed without a better one."""
+
+    def __init__(self, epoch: int = 0, score: float = -math.inf, state: dict | None = None, stopped: bool = False):
+        self.epoch, self.score, self.state, self.stopped = epoch, score, state, stopped
+
+    def update(self, epoch: int, score: float, network, patience: int) -> None:
+        if score > self.score:
+            self.epoch, self.score = epoch, score
+            if network is not None:
+                self.state = {name: value.detach().clone() for name, value in network.state_dict().items()}
+        self.stopped = epoch - self.epoch >= patience
+
+    def record(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "score": self.score, "model": self.state, "stopped": self.stopped}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any] | None, keep_state: bool) -> "BestEpoch":
+        if not record:
+            return cls()
+        return cls(record["epoch"], record["score"], record["model"] if keep_state else None, record["stopped"])
 
 
 def threads_per_process(processes_on_host: int) -> int:
