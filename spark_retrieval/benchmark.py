@@ -214,7 +214,7 @@ def run_benchmark(
                     if "training" in model.metadata:  # how a trained model was trained: what its numbers depend on
                         training = model.metadata["training"]
                         row["training"] = {
-                            key: training.get(key) for key in ("backend", "num_proc", "parameter_hashes", "environment")
+                            key: training.get(key) for key in ("backend", "num_proc", "parameter_hashes", "environment", "seconds")
                         }
                 progress(f"{name}: recall@{k} {metrics['recall']:.4f}, ndcg@{k} {metrics['ndcg']:.4f}")
             row.update(seed_summary(runs, stochastic))

@@ -279,6 +279,11 @@ def test_validation_keeps_the_best_epoch_and_stops_after_patience_epochs_without
     assert training["validation"] == {
         "metric": "ndcg", "k": 5, "patience": 1, "queries": queries.select(QUERY_ID).distinct().count()
     }
+    phases = training["seconds"]  # where the fit's time went
+    assert set(phases) == {"training_data", "epochs", "validation", "start_and_finish"}
+    assert phases["epochs"] == pytest.approx(sum(r["seconds"] for r in training["history"]))
+    assert phases["validation"] == pytest.approx(sum(r["validation_seconds"] for r in training["history"]))
+    assert min(phases.values()) >= 0 and phases["validation"] > 0
     # The score computed in the training process is the evaluator's, on the weights the model kept ...
     assert evaluate(model.recommend(queries, 5), queries, k=5)["ndcg"] == pytest.approx(scores[best - 1], abs=1e-9)
     # ... and those weights are, bit for bit, a plain fit's that ran exactly the best number of epochs.

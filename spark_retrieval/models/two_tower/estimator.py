@@ -25,6 +25,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 from typing import Any, ClassVar, Iterator
 
 from pyspark.ml.param import Param, Params
@@ -254,6 +255,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         return schema
 
     def _fit_interactions(self, train: DataFrame) -> TwoTowerModel:
+        started = time.perf_counter()
         spark = train.sparkSession
         schema = self.resolved_schema(train)
         self.check_family_params(schema)
@@ -289,10 +291,12 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
                     validation = write_validation_file(self.validation_queries, seen, tables, directory)
                 job = self._training_job(spec, files, items_path, example_count, backend, nics, directory, validation)
                 resumable_epochs(job.checkpoint_dir, job.fingerprint, job.epochs)  # warns about an unusable one
+                launched = time.perf_counter()
                 try:
                     results = launcher.run(train_on_rank, job)
                 except TrainingFailedError as failure:
                     raise _with_progress(failure, job) from failure
+                trained = time.perf_counter()
         finally:
             positives.unpersist()
         root = _root_result(results)
@@ -306,6 +310,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
             # Horovod returns every rank's own hash; TorchDistributor only rank 0's gathered list.
             "parameter_hashes": [r.parameter_hash for r in results] if len(results) > 1 else root.parameter_hashes,
             "environment": {**root.environment, "pyspark": spark.version},
+            "seconds": fit_phases(launched - started, trained - launched, root.history[root.start_epoch:]),
         }
         if validation is not None:
             training["best_epoch"] = root.best_epoch
@@ -405,6 +410,20 @@ def _with_progress(failure: TrainingFailedError, job: TrainingJob) -> TrainingFa
         epoch=epoch,
         checkpoint=path if done else None,
     )
+
+
+def fit_phases(data_seconds: float, launch_seconds: float, epochs: list[dict[str, float]]) -> dict[str, float]:
+    """Where a fit's time went: the Spark jobs that build and write the training data, the epochs (this run's),
+    their validation, and the rest of the launch (processes and collectives starting, data and weights loaded,
+    the weights returned)."""
+    epoch_seconds = sum(record["seconds"] for record in epochs)
+    validation_seconds = sum(record.get("validation_seconds", 0.0) for record in epochs)
+    return {
+        "training_data": data_seconds,
+        "epochs": epoch_seconds,
+        "validation": validation_seconds,
+        "start_and_finish": max(0.0, launch_seconds - epoch_seconds - validation_seconds),
+    }
 
 
 def _root_result(results: list[RankResult]) -> RankResult:

@@ -203,8 +203,10 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
         record = _run_epoch(job, collective, objective, step, optimizer, columns, rank_batch, steps, epoch, beat)
         validated = ""
         if job.validation_path:
+            started = time.perf_counter()
             score = validation.score(network, objective.item_features, job.validation_metric, job.validation_k) if validation else None
             record["validation"] = score = collective.broadcast_object(score)
+            record["validation_seconds"] = time.perf_counter() - started
             best.update(epoch + 1, score, network if collective.rank == 0 else None, job.patience)
             validated = (
                 f", validation {job.validation_metric}@{job.validation_k} {score:.4f} "
