@@ -53,6 +53,11 @@ class Domain:
         """The parameter value of what a trial stored (``trial.params[name]``)."""
         return raw
 
+    def encode(self, value: Any, name: str) -> dict[str, Any]:
+        """What a trial stores for ``value`` (``{optuna name: raw}``), for ``study.enqueue_trial``; ``{}`` when the
+        value lies outside the domain."""
+        return {name: value} if self.contains(value) else {}
+
     def applies(self, params: Mapping[str, Any]) -> bool:
         return _applies(getattr(self, "when", None), params)
 
@@ -154,6 +159,9 @@ class Choice(Domain):
     def contains(self, value: Any) -> bool:
         return any(_same(value, v) for v in self.values)
 
+    def encode(self, value: Any, name: str) -> dict[str, Any]:
+        return next(({name: _label(v)} for v in self.values if _same(value, v)), {})
+
     def decode(self, raw: Any) -> Any:
         for value in self.values:
             if _label(value) == raw and type(_label(value)) is type(raw):
@@ -200,6 +208,14 @@ class Each(Domain):
 
     def decode(self, raw: Any) -> list:
         return list(raw)
+
+    def encode(self, value: Any, name: str) -> dict[str, Any]:
+        if value is None or not self.contains(value):  # None (every entry alike) has no per-entry values
+            return {}
+        encoded = {}
+        for index, entry in enumerate(value):
+            encoded.update(self.element.encode(entry, f"{name}[{index}]"))
+        return encoded
 
     def describe(self) -> dict[str, Any]:
         return {"type": "each", "of": self.of, "length": self.length, "element": self.element.describe()}

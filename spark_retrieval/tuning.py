@@ -7,6 +7,9 @@ validation-train, ``recommend`` of the validation queries and ``evaluate`` @``k`
 ``metric`` (ndcg or recall). ``tune`` takes no test DataFrame, so no tuning decision can depend on a test
 event: the test set is touched once, afterwards, by the benchmark with the chosen parameters.
 
+Trial 1 of every model is its row's own settings (preset and defaults, within the space), so a tuned model
+is never chosen below its defaults on validation; the next trials are TPE's.
+
 What is searched: the model's ``SEARCH_SPACE`` (declared next to its Params), minus the parameters its
 registry row's preset fixes (a ``dssm_bce_neg10`` row keeps its loss and its 10 negatives), minus the domains
 whose ``when`` does not hold for the row (ALS's ``alpha`` on explicit ratings, DSSM's ``num_negatives`` with
@@ -250,6 +253,16 @@ def tune(
         validation_queries.unpersist()
 
 
+def row_settings(name: str, space: Mapping[str, Domain], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's own values of the searched parameters (preset and defaults, ``fixed`` applied), as Optuna
+    stores them; a value outside its domain is left out (that parameter is sampled)."""
+    settings = build_estimator(name, 0, fixed).params_dict()
+    encoded: dict[str, Any] = {}
+    for key, domain in space.items():
+        encoded.update(domain.encode(settings.get(key), key))
+    return encoded
+
+
 def trains_in_epochs(name: str) -> bool:
     """Whether registry model ``name`` scores validation queries after each epoch (the two-tower rows)."""
     return MODELS[name].estimator_class()().hasParam("patience")
@@ -341,6 +354,8 @@ def _tune_model(
     best = max((t.value for t in done[:target]), default=-math.inf)
     for index in range(len(done), target):
         study.sampler = optuna.samplers.TPESampler(seed=study_seed(seed, name, index))
+        if index == 0 and space:  # the first trial is the row's own settings: tuning starts from the defaults
+            study.enqueue_trial(row_settings(name, space, fixed))
         trial = study.ask()
         try:
             suggested = {key: domain.suggest(trial, key) for key, domain in space.items()}
@@ -373,7 +388,8 @@ def _tune_model(
         trial.set_user_attr("metrics", metrics)
         study.tell(trial, score)
         best = max(best, score)
-        progress(f"{label}: trial {index + 1}/{target} {_shown(suggested)} {metric}@{k} {score:.4f} (best {best:.4f})")
+        origin = " (the row's settings)" if index == 0 and space else ""
+        progress(f"{label}: trial {index + 1}/{target}{origin} {_shown(suggested)} {metric}@{k} {score:.4f} (best {best:.4f})")
 
     table = [
         {

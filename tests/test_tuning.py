@@ -112,6 +112,24 @@ def test_domains_ask_optuna_and_decode_what_it_stored():
             bad()
 
 
+def test_domains_encode_a_value_as_optuna_stores_it():
+    from spark_retrieval.search import Each
+
+    stored = {
+        **IntRange(1, 10).encode(7, "n"), **Choice(((512, 256), (256, 128))).encode([256, 128], "dims"),
+        **Each(FloatRange(0.0, 2.0), of="channels", length=2).encode([0.5, 1.5], "w"),
+    }
+    assert stored == {"n": 7, "dims": "[256, 128]", "w[0]": 0.5, "w[1]": 1.5}
+    assert IntRange(1, 10).encode(11, "n") == {} and Each(FloatRange(0.0, 2.0), of="c", length=2).encode(None, "w") == {}
+
+
+def test_the_first_trial_is_the_rows_own_settings(spark, split):
+    result = tune(split.train, ["item_cf"], trials=1, fixed={"item_cf": {"shrinkage": 1.0}})
+    defaults = MODELS["item_cf"].estimator_class()().params_dict()
+    first = result.models["item_cf"].table[0]["params"]
+    assert first == {key: defaults[key] for key in ("k_neighbours", "min_cooccurrence")}
+
+
 # -- the test set is never read -----------------------------------------------------------------------
 def test_tune_has_no_test_argument():
     assert list(inspect.signature(tune).parameters)[:3] == ["train", "models", "trials"]
@@ -147,7 +165,7 @@ def test_resume_runs_only_the_missing_trials_and_matches_an_uninterrupted_run(sp
     folder = str(tmp_path / "tune")
     messages = []
     tune(split.train, ["item_cf"], trials=1, storage_dir=folder, progress=messages.append)
-    assert any(m.startswith("tune item_cf: trial 1/1 {k_neighbours: ") and "ndcg@20 " in m and "(best " in m for m in messages)
+    assert any(m.startswith("tune item_cf: trial 1/1 (the row's settings) {k_neighbours: ") and "ndcg@20 " in m and "(best " in m for m in messages)
     assert len(evaluated) == 1
     evaluated.clear()
     resumed = tune(split.train, ["item_cf"], trials=2, storage_dir=folder)
