@@ -1,17 +1,21 @@
-"""Two-tower training throughput (samples/s): one model, one batch size, several ways of running it.
+"""Two-tower training throughput per process, per loss: the library's training loop against a plain PyTorch loop.
 
-    .venv/bin/python benchmarks/two_tower_throughput.py [--examples 200000] [--batch-size 512] ...
+    .venv/bin/python benchmarks/two_tower_throughput.py --runs 3 [--examples 100000] [--losses bce,sampled_softmax,ccl]
 
-Rows, printed side by side:
-  torch loop        a plain single-process loop over in-memory batches (no data pipeline at all)
-  local             the library's training function in the driver, streaming the parquet examples
-  horovod x1 / x2   the same function under horovod.spark.run with 1 and 2 ranks (Gloo)
-  torch_dist x2     the same function under TorchDistributor, DDP over Gloo, 2 processes
-Each run trains ``--epochs`` epochs on synthetic DSSM examples (random ids, ``--num-negatives``
-sampled negatives each); the reported rate is the last epoch's, so start-up is not counted.
-The processes of a run share the machine's cores (threads per process = cores / processes, or
-``SPARK_RETRIEVAL_TORCH_THREADS``; on a busy machine 1 thread each gives steadier numbers).
-The last line is the ratio of the best distributed rate to the plain loop's.
+For every loss, on the same synthetic examples, the same network and the same torch threads (the machine's
+cores, as a single training process on this host gets them), each run measures samples/s of:
+
+  plain loop   the objective and Adam stepped over batches already in memory as tensors: no files, no
+               shuffling, no collectives, torch's default (non-deterministic) kernels. The ceiling.
+  library      ``training.train_on_rank`` with ``backend="local"`` in this process: the example files streamed
+               from parquet in shuffled windows, deterministic kernels, the per-step bookkeeping.
+  horovod x1   the same function as one Horovod process started by ``horovod.spark.run`` (Gloo): the path
+               ``fit`` takes, with its collectives (one rank: they are local copies).
+
+Each rate is the last of ``--epochs`` epochs (start-up not counted). Losses and networks: ``bce`` = DSSM with
+10 sampled negatives, ``sampled_softmax`` = DSSM with in-batch negatives, ``ccl`` = SimpleX with 100 negatives;
+DSSM layers 512-256-128, embeddings 64, batch 512. The last line is the smallest library / plain ratio over
+the losses (median of the runs), the requirement being ≥ 0.8 for every loss.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -28,30 +33,50 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from spark_retrieval.models.two_tower.network import build_network, network_spec
+import _harness
 from spark_retrieval.data.sampling import NEGATIVE_ITEMS
 from spark_retrieval.models.two_tower.losses import TrainingObjective
-from spark_retrieval.models.two_tower.schema import load_schema
+from spark_retrieval.models.two_tower.network import build_network, network_spec
+from spark_retrieval.models.two_tower.schema import encoded_column, load_schema
 from spark_retrieval.models.two_tower.shards import list_parquet_files
-from spark_retrieval.models.two_tower.training_data import LOG_Q, POSITIVE_ITEM
 from spark_retrieval.models.two_tower.training import TrainingJob, load_item_table, threads_per_process, train_on_rank
+from spark_retrieval.models.two_tower.training_data import LOG_Q, POSITIVE_ITEM
 
-USERS, ITEMS, HISTORY = 10_000, 5_000, 10
+USERS, ITEMS = 10_000, 5_000
+LOSSES = {
+    # loss: (family, schema, negatives, network options, objective options)
+    "bce": ("dssm", "dssm_movielens", 10, {"hidden_dims": [512, 256, 128], "normalize": True}, {"temperature": 0.05}),
+    "sampled_softmax": ("dssm", "dssm_movielens", None, {"hidden_dims": [512, 256, 128], "normalize": True}, {"temperature": 0.05}),
+    "ccl": ("simplex", "simplex_movielens", 100, {"gate": 0.5, "dropout": 0.1}, {"margin": 0.9, "negative_weight": 10.0}),
+}
 
 
-def synthetic_examples(directory: str, examples: int, num_negatives: int, files: int, seed: int) -> None:
+def network_for(loss: str, embedding_dim: int) -> dict:
+    family, schema_name, _, options, _ = LOSSES[loss]
+    schema = load_schema(schema_name).with_embedding_dim(embedding_dim).resolve(["user_id", "item_id", "timestamp"])
+    sizes = {name: USERS if name == "user" else ITEMS for name in schema.used_vocabularies()}
+    return network_spec(family, schema, sizes, **options)
+
+
+def write_examples(directory: str, spec: dict, examples: int, negatives: int | None, files: int, seed: int) -> None:
+    """Random encoded examples for ``spec``'s user tower (ids in range), one positive item each and
+    ``negatives`` sampled items; plus the item table (item index, log q)."""
+    from spark_retrieval.models.two_tower.schema import FeatureSchema
+
+    schema = FeatureSchema.from_dict(spec["schema"])
     rng = np.random.default_rng(seed)
     os.makedirs(f"{directory}/examples")
     per_file = examples // files
     for part in range(files):
-        columns = {
-            "user__user_id": rng.integers(1, USERS + 1, per_file, dtype=np.int32),
-            "user__last_item": rng.integers(1, ITEMS + 1, per_file, dtype=np.int32),
-            "user__recent_items": rng.integers(0, ITEMS + 1, (per_file, HISTORY), dtype=np.int32),
-            POSITIVE_ITEM: rng.integers(1, ITEMS + 1, per_file, dtype=np.int32),
-            NEGATIVE_ITEMS: rng.integers(1, ITEMS + 1, (per_file, num_negatives), dtype=np.int32),
-        }
-        table = pa.table({name: fixed_width(values) if values.ndim == 2 else values for name, values in columns.items()})
+        columns = {}
+        for feature in schema.user:
+            high = USERS if feature.vocabulary == "user" else ITEMS
+            shape = (per_file, feature.max_length) if feature.is_list else per_file
+            columns[encoded_column(feature)] = rng.integers(1, high + 1, shape, dtype=np.int32)
+        columns[POSITIVE_ITEM] = rng.integers(1, ITEMS + 1, per_file, dtype=np.int32)
+        if negatives:
+            columns[NEGATIVE_ITEMS] = rng.integers(1, ITEMS + 1, (per_file, negatives), dtype=np.int32)
+        table = pa.table({name: fixed_width(v) if v.ndim == 2 else v for name, v in columns.items()})
         pq.write_table(table, f"{directory}/examples/part-{part:05d}.parquet")
     index = np.arange(1, ITEMS + 1, dtype=np.int32)
     pq.write_table(
@@ -65,28 +90,25 @@ def fixed_width(matrix: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel()))
 
 
-def dssm_spec(hidden_dims: list[int], embedding_dim: int) -> dict:
-    schema = load_schema("dssm_movielens").with_embedding_dim(embedding_dim).resolve(["user_id", "item_id", "timestamp"])
-    return network_spec("dssm", schema, {"user": USERS, "item": ITEMS}, hidden_dims=hidden_dims, normalize=True, dropout=0.0)
-
-
 def plain_torch_loop(job: TrainingJob) -> float:
     """The same objective and optimizer stepped over in-memory batches: the ceiling without any pipeline."""
     torch.set_num_threads(threads_per_process(1))
     torch.manual_seed(job.seed)
     network = build_network(job.network)
-    item_features, log_q = load_item_table(job.items_path, [POSITIVE_ITEM])
-    objective = TrainingObjective(network, job.loss, item_features, log_q, job.temperature)
+    item_features, log_q = load_item_table(job.items_path, [encoded_column(f) for f in network.schema.item])
+    objective = TrainingObjective(
+        network, job.loss, item_features, log_q, job.temperature, job.margin, job.negative_weight
+    )
     optimizer = torch.optim.Adam(network.parameters(), lr=job.learning_rate)
     table = pq.read_table(os.path.dirname(job.example_files[0][0]))
     arrays = {}
     for name in objective.batch_columns():
         column = table.column(name).combine_chunks()
-        arrays[name] = torch.from_numpy(
-            column.flatten().to_numpy().reshape(len(column), -1) if pa.types.is_list(column.type) else column.to_numpy()
-        ).long()
+        values = column.flatten().to_numpy().reshape(len(column), -1) if pa.types.is_list(column.type) else column.to_numpy()
+        arrays[name] = torch.from_numpy(values.astype(np.int64))
     rows = len(table)
     rate = 0.0
+    objective.train()
     for _ in range(job.epochs):
         started = time.perf_counter()
         for start in range(0, rows - job.batch_size + 1, job.batch_size):
@@ -98,71 +120,82 @@ def plain_torch_loop(job: TrainingJob) -> float:
     return rate
 
 
-def distributed_rate(job: TrainingJob, backend: str, num_proc: int) -> float:
+def library_rate(job: TrainingJob) -> float:
+    result = train_on_rank(dataclasses.replace(job, backend="local"))
+    return result.history[-1]["samples_per_second"]
+
+
+def horovod_rate(job: TrainingJob) -> float:
     from spark_retrieval.distributed import get_launcher
     from spark_retrieval.session import get_spark
 
-    spark = get_spark()
-    job = dataclasses.replace(job, backend=backend)
-    launcher = get_launcher(backend, spark, num_proc, nics=["lo"], start_timeout=300)
-    results = launcher.run(train_on_rank, job)
-    root = next(r for r in results if r.rank == 0)
+    job = dataclasses.replace(job, backend="horovod")
+    launcher = get_launcher("horovod", get_spark(), 1, nics=["lo"], start_timeout=300)
+    root = next(r for r in launcher.run(train_on_rank, job) if r.rank == 0)
     return root.history[-1]["samples_per_second"]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=200_000)
+    _harness.add_run_options(parser)
+    parser.add_argument("--examples", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--num-negatives", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--hidden-dims", default="512,256,128")
     parser.add_argument("--embedding-dim", type=int, default=64)
-    parser.add_argument("--runs", default="torch_loop,local,horovod1,horovod2,torch_distributor2")
+    parser.add_argument("--losses", default=",".join(LOSSES))
+    parser.add_argument("--no-horovod", action="store_true", help="leave out the Horovod x1 column")
     args = parser.parse_args(argv)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    losses = [loss.strip() for loss in args.losses.split(",")]
+    unknown = [loss for loss in losses if loss not in LOSSES]
+    if unknown:
+        parser.error(f"unknown loss(es): {', '.join(unknown)}; choose from {', '.join(LOSSES)}")
+    if not args.no_horovod:
+        _harness.bench_session(args.master, driver_memory=args.driver_memory)  # started once, before any timing
 
-    with tempfile.TemporaryDirectory(prefix="two-tower-throughput-") as directory:
-        synthetic_examples(directory, args.examples, args.num_negatives, files=8, seed=0)
-        job = TrainingJob(
-            network=dssm_spec([int(d) for d in args.hidden_dims.split(",")], args.embedding_dim),
-            loss="bce",
-            example_files=list_parquet_files(f"{directory}/examples"),
-            items_path=f"{directory}/items.parquet",
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            learning_rate=1e-3,
-            weight_decay=0.0,
-            seed=0,
-            fingerprint="throughput",
-            backend="local",
-            temperature=0.05,
-            verbose=False,
-        )
-        runs = {
-            "torch_loop": ("torch loop", lambda: plain_torch_loop(job)),
-            "local": ("local", lambda: distributed_rate(job, "local", 1)),
-            "horovod1": ("horovod x1", lambda: distributed_rate(job, "horovod", 1)),
-            "horovod2": ("horovod x2", lambda: distributed_rate(job, "horovod", 2)),
-            "torch_distributor2": ("torch_dist x2", lambda: distributed_rate(job, "torch_distributor", 2)),
-        }
-        rates: dict[str, float] = {}
-        for name in args.runs.split(","):
-            label, measure = runs[name]
-            print(f"measuring {label} ...", file=sys.stderr, flush=True)
-            rates[label] = measure()
-
+    threads = threads_per_process(1)
+    columns = ["plain", "library"] + ([] if args.no_horovod else ["horovod x1"])
+    medians = {}
+    with tempfile.TemporaryDirectory(prefix="two-tower-throughput-") as root:
+        for loss in losses:
+            family, _, negatives, _, objective = LOSSES[loss]
+            spec = network_for(loss, args.embedding_dim)
+            directory = f"{root}/{loss}"
+            write_examples(directory, spec, args.examples, negatives, files=8, seed=args.seed)
+            job = TrainingJob(
+                network=spec, loss=loss, example_files=list_parquet_files(f"{directory}/examples"),
+                items_path=f"{directory}/items.parquet", batch_size=args.batch_size, epochs=args.epochs,
+                learning_rate=1e-3, weight_decay=0.0, seed=args.seed, fingerprint="throughput", backend="local",
+                verbose=False, **objective,
+            )
+            measures = {"plain": plain_torch_loop, "library": library_rate, "horovod x1": horovod_rate}
+            rates: dict[str, list[float]] = {column: [] for column in columns}
+            for run in range(1, args.runs + 1):
+                for column in columns:  # interleaved, so drifting load hits every column alike
+                    rates[column].append(measures[column](job))
+                print(
+                    f"{loss} run {run}: " + ", ".join(f"{c} {rates[c][-1]:,.0f}" for c in columns)
+                    + f" samples/s ({_harness.load_text()})",
+                    flush=True,
+                )
+            medians[loss] = {column: statistics.median(values) for column, values in rates.items()}
+            ratios = {c: medians[loss][c] / medians[loss]["plain"] for c in columns[1:]}
+            print(
+                f"{loss} ({family}, {negatives or 'in-batch'} negatives) median: "
+                + ", ".join(f"{c} {medians[loss][c]:,.0f}" for c in columns)
+                + " samples/s; " + ", ".join(f"{c} / plain {ratio:.2f}" for c, ratio in ratios.items()),
+                flush=True,
+            )
+            _harness.record("two_tower_throughput", {
+                "loss": loss, "family": family, "negatives": negatives, "examples": args.examples,
+                "batch_size": args.batch_size, "epochs": args.epochs, "threads": threads, "rates": rates,
+                "medians": medians[loss], "ratios": ratios, "torch": torch.__version__,
+            })
+    worst = {loss: min(m[c] / m["plain"] for c in columns[1:]) for loss, m in medians.items()}
     print(
-        f"DSSM bce, {args.num_negatives} negatives, batch {args.batch_size}, hidden {args.hidden_dims}, "
-        f"embedding {args.embedding_dim}, {args.examples:,} examples, {os.cpu_count()} cores"
+        f"{threads} torch threads, batch {args.batch_size}, {args.examples:,} examples, median of {args.runs}: "
+        "smallest library / plain ratio per loss: " + ", ".join(f"{loss} {ratio:.2f}" for loss, ratio in worst.items())
+        + f"; over all losses {min(worst.values()):.2f}x"
     )
-    print("  ".join(f"{label:>14}" for label in rates))
-    print("  ".join(f"{rate:>14,.0f}" for rate in rates.values()))
-    baseline = rates.get("torch loop")
-    distributed = [rate for label, rate in rates.items() if label not in ("torch loop", "local")]
-    if baseline and distributed:
-        print(f"best distributed / plain torch loop: {max(distributed) / baseline:.2f}x")
 
 
 if __name__ == "__main__":
