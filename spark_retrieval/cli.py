@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(tune, DATASETS, MODELS, "local folder for tuned.json, tuning.png and the Optuna study (study.db)")
     tune.add_argument("--trials", type=int, default=20, help="trials per model, the same for every model (default 20)")
     tune.add_argument("--metric", default="ndcg", help="ndcg or recall @k on the validation queries (default ndcg)")
+    tune.add_argument("--max-epochs", type=int, default=12,
+                      help="a two-tower trial's epoch limit; its best epoch on validation is kept (default 12)")
+    tune.add_argument("--patience", type=int, default=2,
+                      help="a two-tower trial stops after this many epochs without a better validation score (default 2)")
     return parser
 
 
@@ -189,7 +193,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
     if len(args.k) > 1:
         raise InvalidParameterError(f"tune scores one list length: --k {','.join(map(str, args.k))} gives {len(args.k)}")
     args.k = args.k[0]
-    check_tuning_arguments(args.models, args.trials, args.metric, args.k, args.holdout, args.seed)
+    check_tuning_arguments(args.models, args.trials, args.metric, args.k, args.holdout, args.seed, args.max_epochs, args.patience)
     if not args.output:
         raise InvalidParameterError("--output is required: the folder for tuned.json, tuning.png and the study")
     if not is_local(args.output):
@@ -211,6 +215,8 @@ def run_tune_command(args: argparse.Namespace) -> int:
         storage_dir=args.output,
         progress=progress,
         side=data.side,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
     )
     write_tuning(result, args.output)
     progress(f"wrote {args.output}/tuned.json and tuning.png")

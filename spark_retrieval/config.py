@@ -15,6 +15,8 @@ file and the dotted key.
     seeds: null                                            # the benchmark job: "0,1,2" fits stochastic rows once per seed
     trials: 20                                             # the tune job: trials per model
     metric: ndcg                                           # the tune job: ndcg or recall @k on validation
+    max_epochs: 12                                         # the tune job: a two-tower trial's epoch limit
+    patience: 2                                            # ... and its epochs without a better validation score
     k: 20
     seed: 0
     output: "${OUTPUT:-results/ml-1m}"
@@ -78,6 +80,8 @@ class JobConfig:
     seeds: typing.Optional[str] = None
     trials: int = 20
     metric: str = "ndcg"
+    max_epochs: int = 12
+    patience: int = 2
     k: int = 20
     seed: int = 0
     master: typing.Optional[str] = None

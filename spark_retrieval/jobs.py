@@ -108,7 +108,10 @@ def validate(config: JobConfig, job: str) -> None:
             raise ConfigError(f"{config.source}: output: the tune job keeps its Optuna study in SQLite, which needs a "
                               f"local folder (or a shared mount), got {config.output}")
         try:
-            check_tuning_arguments(config.models, config.trials, config.metric, config.k, config.data.holdout, config.seed)
+            check_tuning_arguments(
+                config.models, config.trials, config.metric, config.k, config.data.holdout, config.seed,
+                config.max_epochs, config.patience,
+            )
         except UserError as error:
             raise ConfigError(f"{config.source}: {error}") from None
 
@@ -299,6 +302,8 @@ def tune(spark: SparkSession, config: JobConfig, progress: Progress) -> None:
         seed=config.seed,
         storage_dir=config.path("tuning"),
         progress=progress,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
     )
     write_tuning(result, config.path("tuning"))
     progress(f"wrote {config.path('tuning', 'tuned.json')} and tuning.png")

@@ -16,8 +16,8 @@ whose ``when`` does not hold for the row (ALS's ``alpha`` on explicit ratings, D
 sampled softmax). A model with nothing to search (Global Hot) is evaluated once at its defaults.
 
 Epochs of the models that train in epochs (the two-tower ones): each trial fits with the validation queries,
-at most ``max_epochs`` epochs (a row's preset ``epochs`` is not a limit here), scores the validation set after
-every epoch, stops after ``patience`` epochs without a better score and keeps its best epoch; the trial's
+at most ``max_epochs`` epochs (default 12; a row's preset ``epochs`` is not a limit here), scores the validation
+set after every epoch, stops after ``patience`` (default 2) epochs without a better score and keeps its best epoch; the trial's
 parameters then say ``epochs`` = that best epoch, which is what ``benchmark --params`` refits with.
 
 Determinism and resume: the sampler of trial ``i`` of a model is ``TPESampler(seed=f(seed, model, i))``, so
@@ -135,9 +135,12 @@ class TuningResult:
 
 
 # -- the search --------------------------------------------------------------------------------------
-def check_tuning_arguments(models, trials, metric, k, holdout, seed) -> list[str]:
+def check_tuning_arguments(models, trials, metric, k, holdout, seed, max_epochs=MAX_EPOCHS, patience=PATIENCE) -> list[str]:
     """Raise ``InvalidParameterError`` for a bad argument (before any work); the resolved model names."""
     names = resolve_models(models)
+    for name, value in (("max_epochs", max_epochs), ("patience", patience)):
+        if not is_integer(value) or value < 1:
+            raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
     if not is_integer(trials) or trials < 1:
         raise InvalidParameterError(f"trials must be a positive integer, got {trials!r}")
     if metric not in TUNING_METRICS:
@@ -165,6 +168,8 @@ def tune(
     spaces: Mapping[str, Mapping[str, Domain]] | None = None,
     fixed: Mapping[str, Mapping[str, Any]] | None = None,
     side: Mapping[str, DataFrame | None] | None = None,
+    max_epochs: int = MAX_EPOCHS,
+    patience: int = PATIENCE,
 ) -> TuningResult:
     """Tune each of ``models`` with ``trials`` trials on the validation split of ``train`` (see the module
     docstring); the test set is not an argument.
@@ -173,9 +178,11 @@ def tune(
     a search space replacing its declared one; ``fixed``: per model, parameters set in every trial and not
     searched (both optional). ``storage_dir``: a local folder for ``study.db`` (resume); ``None`` keeps the
     studies in memory. ``side``: ``item_features`` / ``user_features`` for the models that read them.
+    ``max_epochs`` / ``patience``: a two-tower trial's epoch limit (unless ``fixed`` sets ``epochs``) and its epochs
+    without a better score.
     Bad arguments raise ``InvalidParameterError`` before anything is read or written.
     """
-    names = check_tuning_arguments(models, trials, metric, k, holdout, seed)
+    names = check_tuning_arguments(models, trials, metric, k, holdout, seed, max_epochs, patience)
     if not is_real(positive_threshold):
         raise InvalidParameterError(f"positive_threshold must be a finite number, got {positive_threshold!r}")
     spaces, fixed = dict(spaces or {}), dict(fixed or {})
@@ -208,7 +215,7 @@ def tune(
             "seed": seed,
             "space": describe_space(plans[name]),
             "fixed": fixed.get(name, {}),
-            **({EPOCHS: epoch_settings(fixed.get(name, {}))} if trains_in_epochs(name) else {}),
+            **({EPOCHS: epoch_settings(fixed.get(name, {}), max_epochs, patience)} if trains_in_epochs(name) else {}),
         }
         for name in names
     }
@@ -268,9 +275,9 @@ def trains_in_epochs(name: str) -> bool:
     return MODELS[name].estimator_class()().hasParam("patience")
 
 
-def epoch_settings(fixed: Mapping[str, Any]) -> dict[str, int]:
-    """A trial's epoch limit (``fixed`` epochs, else ``MAX_EPOCHS``) and patience."""
-    return {"max": int(fixed.get(EPOCHS, MAX_EPOCHS)), "patience": PATIENCE}
+def epoch_settings(fixed: Mapping[str, Any], max_epochs: int = MAX_EPOCHS, patience: int = PATIENCE) -> dict[str, int]:
+    """A trial's epoch limit (``fixed`` epochs, else ``max_epochs``) and patience."""
+    return {"max": int(fixed.get(EPOCHS, max_epochs)), "patience": int(patience)}
 
 
 def with_tuned_channels(fixed: Mapping[str, Any], channels: Sequence[str], result: "TuningResult") -> dict[str, Any]:

@@ -51,6 +51,8 @@ def test_benchmark_with_tuned_params_uses_them_and_says_so(spark, tuned, tmp_pat
         (["--metric", "map"], "metric"),
         (["--models", "nope"], "unknown model"),
         (["--k", "20,100"], "tune scores one list length"),
+        (["--max-epochs", "0"], "max_epochs must be a positive integer"),
+        (["--patience", "0"], "patience must be a positive integer"),
     ],
 )
 def test_bad_tune_arguments_are_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -79,3 +81,11 @@ def test_tune_job_reads_only_the_prepared_train_split(spark, tmp_path, monkeypat
     assert job_main("tune", ["--config", str(config), "--quiet"]) == 0, capsys.readouterr().err
     document = json.loads((tmp_path / "out" / "tuning" / "tuned.json").read_text())
     assert document["models"]["item_cf"]["trials"] == 1
+
+
+def test_a_tune_job_with_a_bad_epoch_limit_is_exit_2(tmp_path, capsys):
+    config = tmp_path / "conf.yaml"
+    config.write_text(f"data: {{dataset: ml-1m, path: '{tmp_path}'}}\nmodels: dssm_softmax\nmax_epochs: 0\noutput: '{tmp_path / 'out'}'\n")
+    assert job_main("tune", ["--config", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "max_epochs must be a positive integer" in err and len(err.strip().splitlines()) == 1
