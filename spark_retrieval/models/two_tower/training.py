@@ -236,7 +236,7 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
                 save_checkpoint(job.checkpoint_dir, saved)
         beat()
 
-    if job.validation_path and best.epoch != len(history):  # every rank ends on the best epoch's weights
+    if job.validation_path and 0 < best.epoch != len(history):  # every rank ends on the best epoch's weights
         network.load_state_dict(collective.broadcast_object(best.state if collective.rank == 0 else None))
 
     own_hash = parameter_hash(network)
@@ -250,7 +250,7 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
         history=history if is_root else [],
         start_epoch=start_epoch,
         environment=training_environment(collective.local_size),
-        best_epoch=best.epoch if job.validation_path else None,
+        best_epoch=(best.epoch or len(history)) if job.validation_path else None,  # 0: no finite score at all
     )
 
 
@@ -262,7 +262,7 @@ class BestEpoch:
         self.epoch, self.score, self.state, self.stopped = epoch, score, state, stopped
 
     def update(self, epoch: int, score: float, network, patience: int) -> None:
-        if score > self.score:
+        if math.isfinite(score) and score > self.score:
             self.epoch, self.score = epoch, score
             if network is not None:
                 self.state = {name: value.detach().clone() for name, value in network.state_dict().items()}
