@@ -29,6 +29,7 @@ TABLE_COLUMNS = (
     ("queries", "queries", "{:d}"),
     ("vs_best", "vs best (R@{k})", "{:+.4f}"),
     ("seeds", "seeds: R@{k} mean ± sd", "{:.4f}"),
+    ("params_source", "params", "{}"),
     ("fit_seconds", "fit s", "{:.1f}"),
     ("recommend_seconds", "rec+eval s", "{:.1f}"),
 )
@@ -37,6 +38,8 @@ INTERVAL_COLUMNS = ("recall", "ndcg")
 """Cells shown as ``value ± half the width of the row's 95 % interval`` (every metric's interval is in the JSON)."""
 OPTIONAL_COLUMNS = ("vs_best", "seeds")
 """Shown only when some row has them (reports written before intervals and seeds existed keep their table)."""
+TUNED = "tuned"
+"""``params`` is shown only when some row was refitted with tuned parameters (``benchmark --params``)."""
 PLOTTED_METRICS = (
     ("precision", "P@{k}"),
     ("recall", "R@{k}"),
@@ -141,6 +144,9 @@ def table_cell(row: dict[str, Any], key: str, fmt: str) -> str:
         if difference is None:
             return "–"
         return f"{fmt.format(difference['difference'])} [{difference['ci_low']:+.4f}, {difference['ci_high']:+.4f}]"
+    if key == "params_source":
+        score = row.get("validation_score")
+        return f"{value} (validation {score:.4f})" if value == TUNED and score is not None else str(value)
     if key == "seeds":
         if value == "deterministic":
             return "deterministic"
@@ -157,9 +163,11 @@ def markdown_table(rows: list[dict[str, Any]], k: int, bootstrap: dict[str, Any]
     """One Markdown row per result row; a missing value shows as a dash. With intervals (``bootstrap``: the
     report's ``bootstrap`` settings), lines under the table say how they were made and which rows differ from
     the best beyond the noise of the query sample."""
+    tuned = any(row.get("params_source") == TUNED for row in rows)
     columns = [
         column for column in TABLE_COLUMNS
-        if column[0] not in OPTIONAL_COLUMNS or any(row.get(column[0]) is not None for row in rows)
+        if (column[0] not in OPTIONAL_COLUMNS or any(row.get(column[0]) is not None for row in rows))
+        and (column[0] != "params_source" or tuned)
     ]
     longer = sorted({int(key) for row in rows for key in (row.get("at_k") or {})})
     at = next(index for index, column in enumerate(columns) if column[0] == "coverage")
@@ -207,6 +215,12 @@ def table_notes(rows: list[dict[str, Any]], k: int, bootstrap: dict[str, Any] | 
                 f"{row['model']} against its best channel at K = {at}, {against['baseline']}: R@{at} "
                 f"{difference['difference']:+.4f} [{difference['ci_low']:+.4f}, {difference['ci_high']:+.4f}], {verdict}."
             )
+    if any(row.get("params_source") == TUNED for row in rows):
+        notes.append(
+            "params: tuned = refitted on the whole train with the parameters `tune` chose on the validation split "
+            "carved from train (its validation score in brackets, in tune's metric); defaults = the row's shipped "
+            "settings. Each row's parameters are in results.json."
+        )
     if any(isinstance(row.get("seeds"), list) and "seed_mean" in row for row in rows):
         notes.append(
             f"seeds: mean ± sample standard deviation of R@{k} over the seeds fitted (model variance); the other "

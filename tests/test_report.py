@@ -80,3 +80,16 @@ def test_table_shows_intervals_the_comparison_with_the_best_and_the_seeds(tmp_pa
 def test_table_without_intervals_keeps_its_columns():
     header = sample_result().to_markdown().splitlines()[0]
     assert "vs best" not in header and "seeds" not in header and "±" not in sample_result().to_markdown()
+
+
+def test_a_table_with_tuned_rows_says_which_rows_were_tuned_and_their_validation_score():
+    result = sample_result()
+    assert "| params |" not in result.to_markdown().splitlines()[0]  # nothing tuned: no column
+    for row in result.results:
+        row["params_source"] = "defaults"
+    result.results[1].update(params_source="tuned", validation_score=0.04981)
+    table = result.to_markdown()
+    assert "| params |" in table.splitlines()[0]
+    lines = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "| tuned (validation 0.0498) |" in lines["| item_cf"] and "| defaults |" in lines["| swing"]
+    assert "params: tuned = refitted on the whole train" in table
