@@ -1,4 +1,4 @@
-"""Cost growth of Item CF, Swing and ALS fits and the evaluator at 1M, 5M and 20M interactions.
+"""Cost growth of Item CF, Swing, ALS, DSSM and SimpleX and the evaluator at 1M, 5M and 20M interactions.
 
 Data per size: ``synthetic_interactions`` with users and items grown with √(size / 1M) from MovieLens-1M's
 6,040 × 3,706 (5M: 13,506 × 8,287; 20M: 27,012 × 16,574), split by the protocol (each user's last 3 events
@@ -13,6 +13,9 @@ own. Phases:
 * ``item_cf``, ``swing``, ``als``: ``fit`` with the library defaults (Item CF: 100 neighbours; Swing: default
   caps; ALS: rank 64, 15 iterations, implicit), the model's tables materialised; ``item_cf`` also writes
   Item CF's top-20 lists for the test queries, untimed, for the evaluator phase;
+* ``dssm_softmax``, ``simplex_ccl``: the benchmark rows (``models.registry``: their presets, seed 0, the
+  default backend and processes), ``fit`` then the top-20 lists of the test queries materialised (fit +
+  recommend); the training processes are Python processes below the JVM, so they count as Python workers;
 * ``evaluate``: ``evaluate(recommendations, test, k=20, catalog=train)`` on those lists.
 
 Per phase: wall time of each of ``--runs`` runs (after the session has started and the input is cached;
@@ -27,7 +30,8 @@ call skips (size, phase) pairs already there unless ``--force``, so a long run c
 all recorded sizes is printed at the end; the last line is the 20M/1M time ratio of each phase (or the
 largest size's).
 
-    .venv/bin/python benchmarks/growth.py [--sizes 1M,5M,20M] [--phases data,item_cf,swing,als,evaluate]
+    .venv/bin/python benchmarks/growth.py [--sizes 1M,5M,20M]
+                                          [--phases data,item_cf,swing,als,dssm_softmax,simplex_ccl,evaluate]
                                           [--runs 3] [--driver-memory 8g] [--force]
 """
 
@@ -46,7 +50,8 @@ from _harness import (add_run_options, RESULTS, MemorySampler, StageLog, bench_s
                       machine, median, movielens_shape, parse_size, reference_data, session_settings, size_label,
                       stage_lines, timed_cpu)
 
-PHASES = ("data", "item_cf", "swing", "als", "evaluate")
+PHASES = ("data", "item_cf", "swing", "als", "dssm_softmax", "simplex_ccl", "evaluate")
+TWO_TOWER_PHASES = ("dssm_softmax", "simplex_ccl")
 K = 20
 
 
@@ -137,6 +142,14 @@ def phase_action(phase: str, spark, train, test, folder: Path):
         return fit(Swing())
     if phase == "als":
         return fit(ALS())
+    if phase in TWO_TOWER_PHASES:
+        from spark_retrieval.models.registry import build_estimator
+
+        def fit_and_recommend():
+            model = build_estimator(phase, 0, verbose=False).fit(train)
+            model.recommend(test, K).count()
+            model.unpersist()
+        return fit_and_recommend
     if phase == "evaluate":
         lists_path = folder / "item_cf_lists"
         if not (lists_path / "_SUCCESS").exists():
