@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--metric", default="ndcg", help="ndcg or recall @k on the validation queries (default ndcg)")
     tune.add_argument("--max-epochs", type=int, default=12,
                       help="a two-tower trial's epoch limit; its best epoch on validation is kept (default 12)")
-    tune.add_argument("--patience", type=int, default=2,
-                      help="a two-tower trial stops after this many epochs without a better validation score (default 2)")
+    tune.add_argument("--patience", type=int, default=3,
+                      help="a two-tower trial stops after this many epochs without a better validation score (default 3)")
     return parser
 
 

@@ -16,7 +16,7 @@ file and the dotted key.
     trials: 20                                             # the tune job: trials per model
     metric: ndcg                                           # the tune job: ndcg or recall @k on validation
     max_epochs: 12                                         # the tune job: a two-tower trial's epoch limit
-    patience: 2                                            # ... and its epochs without a better validation score
+    patience: 3                                            # ... and its epochs without a better validation score
     k: 20
     seed: 0
     output: "${OUTPUT:-results/ml-1m}"
@@ -81,7 +81,7 @@ class JobConfig:
     trials: int = 20
     metric: str = "ndcg"
     max_epochs: int = 12
-    patience: int = 2
+    patience: int = 3
     k: int = 20
     seed: int = 0
     master: typing.Optional[str] = None

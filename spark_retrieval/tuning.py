@@ -7,8 +7,9 @@ validation-train, ``recommend`` of the validation queries and ``evaluate`` @``k`
 ``metric`` (ndcg or recall). ``tune`` takes no test DataFrame, so no tuning decision can depend on a test
 event: the test set is touched once, afterwards, by the benchmark with the chosen parameters.
 
-Trial 1 of every model is its row's own settings (preset and defaults, within the space), so a tuned model
-is never chosen below its defaults on validation; the next trials are TPE's.
+Trial 1 of every model is its row's own settings (preset and defaults, within the space; a two-tower row's
+epoch count is chosen on validation as in every trial), so a tuned model is never chosen below those settings
+on validation; the next trials are TPE's.
 
 What is searched: the model's ``SEARCH_SPACE`` (declared next to its Params), minus the parameters its
 registry row's preset fixes (a ``dssm_bce_neg10`` row keeps its loss and its 10 negatives), minus the domains
@@ -17,7 +18,7 @@ sampled softmax). A model with nothing to search (Global Hot) is evaluated once 
 
 Epochs of the models that train in epochs (the two-tower ones): each trial fits with the validation queries,
 at most ``max_epochs`` epochs (default 12; a row's preset ``epochs`` is not a limit here), scores the validation
-set after every epoch, stops after ``patience`` (default 2) epochs without a better score and keeps its best epoch; the trial's
+set after every epoch, stops after ``patience`` (default 3) epochs without a better score and keeps its best epoch; the trial's
 parameters then say ``epochs`` = that best epoch, which is what ``benchmark --params`` refits with.
 
 Determinism and resume: the sampler of trial ``i`` of a model is ``TPESampler(seed=f(seed, model, i))``, so
@@ -56,7 +57,7 @@ STUDY_FILE = "study.db"
 TUNED_FILE = "tuned.json"
 PLOT_FILE = "tuning.png"
 MAX_EPOCHS = 12
-PATIENCE = 2
+PATIENCE = 3
 EPOCHS = "epochs"
 SETTINGS_ATTR = "spark_retrieval_settings"
 

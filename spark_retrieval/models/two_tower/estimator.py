@@ -148,7 +148,7 @@ class TwoTowerParams(Params):
             shuffle_buffer=65536,
             exclude_seen=True,
             verbose=True,
-            patience=2,
+            patience=3,
             validation_metric="ndcg",
             validation_k=20,
         )
