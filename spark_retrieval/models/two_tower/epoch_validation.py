@@ -58,21 +58,20 @@ def write_validation_file(
         F.array_sort(F.collect_list(F.coalesce(F.col(INDEX), F.lit(0)))).alias(LABELS),
         F.count(F.lit(1)).cast("int").alias(LABEL_COUNT),
     )
-    seen = (
-        seen_items(train if train is not None else queries.limit(0))
-        .select(USER_ID, F.explode(SEEN_ITEMS).alias(ITEM_ID))
-        .join(indices, ITEM_ID)
-        .groupBy(USER_ID)
-        .agg(F.array_sort(F.collect_list(INDEX)).alias(SEEN))
-    )
     first = queries.select(QUERY_ID, USER_ID, *context).dropDuplicates([QUERY_ID])
-    encoded = encode_user_inputs(first, tables, keep=[QUERY_ID, USER_ID])
-    rows = (
-        encoded.join(labels, QUERY_ID)
-        .join(seen, USER_ID, "left")
-        .withColumn(SEEN, F.coalesce(F.col(SEEN), F.array().cast("array<int>")))
-        .drop(USER_ID)
-    )
+    rows = encode_user_inputs(first, tables, keep=[QUERY_ID, USER_ID]).join(labels, QUERY_ID)
+    if train is not None:
+        seen = (
+            seen_items(train)
+            .select(USER_ID, F.explode(SEEN_ITEMS).alias(ITEM_ID))
+            .join(indices, ITEM_ID)
+            .groupBy(USER_ID)
+            .agg(F.array_sort(F.collect_list(INDEX)).alias(SEEN))
+        )
+        rows = rows.join(seen, USER_ID, "left")
+    else:
+        rows = rows.withColumn(SEEN, F.lit(None).cast("array<int>"))
+    rows = rows.withColumn(SEEN, F.coalesce(F.col(SEEN), F.array().cast("array<int>"))).drop(USER_ID)
     path = f"{directory}/validation"
     rows.repartition(1).sortWithinPartitions(QUERY_ID).write.mode("overwrite").parquet(path)
     count = sum(rows for _, rows in list_parquet_files(path))

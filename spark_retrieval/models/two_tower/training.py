@@ -90,7 +90,7 @@ class TrainingJob:
     validation_path: str | None = None
     validation_metric: str = "ndcg"
     validation_k: int = 20
-    patience: int = 2
+    patience: int = 3
 
 
 @dataclass
