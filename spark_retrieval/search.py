@@ -178,19 +178,21 @@ class Each(Domain):
 
     Declared without a length; ``resolved(params)`` fixes it from the row's ``of`` list. Optuna sees one
     parameter per entry, ``name[0]``, ``name[1]``, …. ``None`` (the parameter left unset) lies inside: it means
-    every entry alike.
+    every entry alike, and ``unset`` says which entry that is (it is what ``encode(None)`` enqueues; without it,
+    ``None`` cannot be enqueued).
     """
 
     element: Domain
     of: str
     length: int | None = None
     when: Mapping[str, Any] | None = field(default=None, compare=False)
+    unset: Any = None
 
     def resolved(self, params: Mapping[str, Any]) -> "Each":
         entries = params.get(self.of)
         if not isinstance(entries, (list, tuple)) or not entries:
             raise InvalidParameterError(f"Each: {self.of} must be a non-empty list to size this domain, got {entries!r}")
-        return Each(self.element, self.of, len(entries), self.when)
+        return Each(self.element, self.of, len(entries), self.when, self.unset)
 
     def suggest(self, trial: Any, name: str) -> list:
         if self.length is None:
@@ -210,7 +212,9 @@ class Each(Domain):
         return list(raw)
 
     def encode(self, value: Any, name: str) -> dict[str, Any]:
-        if value is None or not self.contains(value):  # None (every entry alike) has no per-entry values
+        if value is None and self.unset is not None and self.length is not None:
+            value = [self.unset] * self.length
+        if value is None or not self.contains(value):
             return {}
         encoded = {}
         for index, entry in enumerate(value):

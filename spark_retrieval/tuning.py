@@ -9,8 +9,9 @@ event: the test set is touched once, afterwards, by the benchmark with the chose
 
 Trial 1 of every model is its row's own settings (preset and defaults, within the space; a two-tower row's
 epoch count is chosen on validation as in every trial), so a tuned model is never chosen below those settings
-on validation; the next trials are TPE's. A setting outside its domain, or a merged row's unset per-channel
-weights or shares (all alike), cannot be enqueued: trial 1 samples that parameter.
+on validation; the next trials are TPE's. A merged row's unset per-channel weights or shares enter trial 1 as the
+domain's ``unset`` entry for every channel (1: the same merge); a setting outside its domain cannot be enqueued,
+so trial 1 samples that parameter.
 
 What is searched: the model's ``SEARCH_SPACE`` (declared next to its Params), minus the parameters its
 registry row's preset fixes (a ``dssm_bce_neg10`` row keeps its loss and its 10 negatives), minus the domains

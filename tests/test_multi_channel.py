@@ -147,3 +147,14 @@ def test_a_merged_row_tunes_its_merge_on_validation_over_the_best_tuned_row_of_e
     rows = run_benchmark(spark, ratings, "synthetic", ["item_cf", "swing", "rrf_small"], k=5, bootstrap=0, tuned=tuned).results
     assert fits == ["ItemCF", "Swing"]  # the merged row reuses the winner's own row
     assert rows[2]["params_source"] == "tuned" and rows[2]["params"]["weights"] == chosen["weights"]
+
+
+def test_unset_weights_and_shares_are_tried_as_one_per_channel_which_is_the_same_merge(split):
+    train, test = split
+    for strategy, key in (("rrf", "weights"), ("quota", "shares")):
+        params = {"channels": ["item_cf", "global_hot"], "strategy": strategy, "channel_params": {"item_cf": ITEM_CF}}
+        unset = MultiChannel(**params).fit(train).recommend(test, K)
+        ones = MultiChannel(**params, **{key: [1.0, 1.0]}).fit(train).recommend(test, K)
+        assert rows(unset) == rows(ones) and rows(unset)
+        domain = MultiChannel.SEARCH_SPACE[key].resolved(params)
+        assert domain.encode(None, key) == {f"{key}[0]": 1.0, f"{key}[1]": 1.0}

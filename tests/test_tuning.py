@@ -121,6 +121,8 @@ def test_domains_encode_a_value_as_optuna_stores_it():
     }
     assert stored == {"n": 7, "dims": "[256, 128]", "w[0]": 0.5, "w[1]": 1.5}
     assert IntRange(1, 10).encode(11, "n") == {} and Each(FloatRange(0.0, 2.0), of="c", length=2).encode(None, "w") == {}
+    unset_is_one = Each(FloatRange(0.0, 2.0), of="c", unset=1.0).resolved({"c": ["a", "b"]})
+    assert unset_is_one.encode(None, "w") == {"w[0]": 1.0, "w[1]": 1.0}
 
 
 def test_the_first_trial_is_the_rows_own_settings(spark, split):

@@ -46,8 +46,8 @@ class MultiChannelParams(Params):
     seed = param("seed", "the seed every seeded channel is fitted with", integer())
 
     SEARCH_SPACE: ClassVar[dict[str, Domain]] = {
-        "shares": Each(FloatRange(0.0, 1.0), of="channels", when={"strategy": "quota"}),
-        "weights": Each(FloatRange(0.0, 1.0), of="channels", when={"strategy": "rrf"}),
+        "shares": Each(FloatRange(0.0, 1.0), of="channels", when={"strategy": "quota"}, unset=1.0),
+        "weights": Each(FloatRange(0.0, 1.0), of="channels", when={"strategy": "rrf"}, unset=1.0),
         "rrf_k": FloatRange(1.0, 200.0, log=True, when={"strategy": "rrf"}),
     }
     """What ``spark-retrieval tune`` searches for a merged row: its merge only (the channels keep their own
