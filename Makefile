@@ -21,7 +21,7 @@ test: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): setup.py constraints.txt scripts/setup.sh scripts/install_horovod.sh
+$(STAMP): setup.py constraints.txt scripts/setup.sh scripts/install_system_packages.sh scripts/install_horovod.sh
 	bash scripts/setup.sh
 
 clean:

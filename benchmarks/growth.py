@@ -32,7 +32,10 @@ largest size's).
 
     .venv/bin/python benchmarks/growth.py [--sizes 1M,5M,20M]
                                           [--phases data,item_cf,swing,als,dssm_softmax,simplex_ccl,evaluate]
-                                          [--runs 3] [--driver-memory 8g] [--force]
+                                          [--runs 3] [--driver-memory 8g] [--force] [--java-blas]
+
+``--java-blas`` makes MLlib use its pure-Java BLAS/LAPACK even where OpenBLAS is installed (the "before" of
+the native-BLAS comparison; use another ``--output``). Every phase records which BLAS its JVM used (``blas``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ import sys
 import time
 from pathlib import Path
 
-from _harness import (add_run_options, RESULTS, MemorySampler, StageLog, bench_session, load_average, load_text,
+from _harness import (add_run_options, JAVA_BLAS_OPTIONS, RESULTS, MemorySampler, StageLog, bench_session, blas_in_use,
+                      load_average, load_text,
                       machine, median, movielens_shape, parse_size, reference_data, session_settings, size_label,
                       stage_lines, timed_cpu)
 
@@ -62,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_run_options(parser, driver_memory="8g")
     parser.add_argument("--output", default=str(RESULTS / "growth.json"))
     parser.add_argument("--force", action="store_true", help="rerun phases already recorded")
+    parser.add_argument("--java-blas", action="store_true", help="MLlib's pure-Java BLAS even where OpenBLAS is installed")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds one phase may take")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # "size:phase", run in a child process
     return parser.parse_args(argv)
@@ -80,8 +85,13 @@ def run_worker(args) -> None:
     users, items, _ = movielens_shape(interactions)
     folder = size_dir(args, interactions)
     memory = MemorySampler()
+    conf = {}
+    if args.java_blas:
+        from spark_retrieval.session import LOG_CONFIG
+
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()} {JAVA_BLAS_OPTIONS}"
     spark = bench_session(master=args.master, app_name=f"growth-{size_text}-{phase}",
-                          driver_memory=args.driver_memory, ui=True)
+                          driver_memory=args.driver_memory, ui=True, conf=conf)
     stages = StageLog(spark)
     result = {"interactions_target": interactions, "users": users, "items": items, "settings": session_settings(spark)}
 
@@ -122,6 +132,7 @@ def run_worker(args) -> None:
                   jvm_heap_peak_mib=peaks.get("JVMHeapMemory"), executor_metrics_mib=peaks)
     if phase == "item_cf":
         write_item_cf_lists(spark, train, test, folder)
+    result["blas"] = blas_in_use(spark)
     emit(result, memory, spark)
 
 
@@ -180,7 +191,7 @@ def load_results(path: Path) -> dict:
 def run_phase(args, size_text: str, phase: str) -> dict:
     command = [sys.executable, __file__, "--worker", f"{size_text}:{phase}", "--runs", str(args.runs),
                "--seed", str(args.seed), "--master", args.master, "--driver-memory", args.driver_memory,
-               "--data-dir", args.data_dir]
+               "--data-dir", args.data_dir] + (["--java-blas"] if args.java_blas else [])
     started = load_average()
     start = time.perf_counter()
     # Own process group, so a phase past --timeout is killed with its JVM and Python workers.
@@ -214,7 +225,7 @@ def print_phase(size_text: str, phase: str, result: dict) -> None:
     cpu = ", ".join(f"{value:.1f}" for value in result.get("cpu_s", []))
     print(f"{size_text} {phase}: median {median(result['runs_s']):.1f} s (runs {runs}; CPU s {cpu}); peak RSS driver python "
           f"{memory['driver_python']} MiB, JVM {memory['jvm']} MiB, Python workers {memory['python_workers']} MiB, "
-          f"total {memory['total']} MiB; loads {result.get('run_loads')}", flush=True)
+          f"total {memory['total']} MiB; loads {result.get('run_loads')}; BLAS {result.get('blas', '?')}", flush=True)
     for line in stage_lines(result.get("stages", {})):
         print(line, flush=True)
 

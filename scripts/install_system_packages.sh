@@ -14,9 +14,14 @@
 #   procps          ps              Spark's launch scripts and Horovod's process handling call ps
 #   Python headers  Python.h        the Horovod build compiles against $PYTHON (default python3)
 #   Python, venv    $PYTHON         when PYTHON=pythonX.Y is not installed, or cannot make venvs (Debian's -venv)
+#   OpenBLAS        libopenblas.so.0  native BLAS/LAPACK for Spark MLlib (ALS); without it MLlib falls back to
+#                                   Java loops and prints `dlopen(libblas.so.3) failed`. The single-threaded
+#                                   build (Debian's libopenblas0-serial, which also becomes libblas.so.3 and
+#                                   liblapack.so.3, the names MLlib loads): Spark already runs one task per core.
 #
 # Environment: PYTHON (interpreter whose headers are needed, default python3); CMAKE_DIRS (where a system
-# cmake is looked for, default "/usr/bin /usr/local/bin"; tests point it elsewhere to see the install path).
+# cmake is looked for, default "/usr/bin /usr/local/bin") and LIBRARY_DIRS (where libopenblas.so.0 is looked
+# for); tests point them elsewhere to see the install path.
 set -euo pipefail
 
 say() { printf '[system-packages] %s\n' "$*"; }
@@ -34,6 +39,7 @@ esac
 
 PYTHON="${PYTHON:-python3}"
 CMAKE_DIRS="${CMAKE_DIRS:-/usr/bin /usr/local/bin}"
+LIBRARY_DIRS="${LIBRARY_DIRS:-/usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib /usr/local/lib}"
 
 if command -v apt-get >/dev/null 2>&1; then
   MANAGER=apt-get
@@ -57,6 +63,14 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyt
 PYEOF
 }
 
+has_openblas() {
+  local dir
+  for dir in $LIBRARY_DIRS; do
+    [ -e "$dir/libopenblas.so.0" ] && return 0
+  done
+  return 1
+}
+
 has_system_cmake() {
   local dir
   for dir in $CMAKE_DIRS; do
@@ -76,12 +90,14 @@ package() {
     apt-get:python-headers) echo "python${pyver}-dev" ;;
     apt-get:python-venv) echo "python${pyver}-venv" ;;
     apt-get:ps) echo procps ;;
+    apt-get:openblas) echo libopenblas0-serial ;;
     dnf:java|yum:java) echo java-17-amazon-corretto-headless ;;
     dnf:g++|yum:g++) echo gcc-c++ ;;
     dnf:python|yum:python) echo "python${pyver}" ;;
     dnf:python-headers|yum:python-headers) echo "python${pyver}-devel" ;;
     dnf:python-venv|yum:python-venv) echo "python${pyver}" ;;
     dnf:ps|yum:ps) echo procps-ng ;;
+    dnf:openblas|yum:openblas) echo openblas ;;  # libopenblas.so.0 is its serial build
     *) echo "$1" ;;  # make, cmake: same name everywhere
   esac
 }
@@ -92,6 +108,7 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 has_system_cmake || missing+=(cmake)
 command -v ps >/dev/null 2>&1 || missing+=(ps)
+has_openblas || missing+=(openblas)
 if command -v "$PYTHON" >/dev/null 2>&1; then
   has_python_headers || missing+=(python-headers)
   "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python-venv)
@@ -103,7 +120,7 @@ else
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  say "java, g++, make, cmake, ps, $PYTHON with its headers and venv are present: nothing to do"
+  say "java, g++, make, cmake, ps, OpenBLAS, $PYTHON with its headers and venv are present: nothing to do"
   exit 0
 fi
 

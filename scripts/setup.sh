@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Sets up everything spark-retrieval needs on a fresh machine, idempotently:
-# Java 17 (apt-get, only when `java` is missing), .venv/ with the pinned stack, torch (CPU) and Horovod.
+# the system packages (scripts/install_system_packages.sh: Java 17, a C++ compiler, cmake, OpenBLAS, …, only what is
+# missing), .venv/ with the pinned stack, torch (CPU) and Horovod.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '[setup] %s\n' "$*"; }
 
-if ! command -v java >/dev/null 2>&1; then
-  say "java not found: installing openjdk-17-jre-headless with apt-get"
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "[setup] Java 17 is required: install openjdk-17-jre-headless (needs root)" >&2
+if ! missing="$(bash scripts/install_system_packages.sh --check)"; then
+  if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
+    bash scripts/install_system_packages.sh
+  elif ! command -v java >/dev/null 2>&1; then
+    echo "[setup] Java 17 is required: run scripts/install_system_packages.sh as root ($missing)" >&2
     exit 1
+  else
+    say "warning: ${missing#\[system-packages\] } — run scripts/install_system_packages.sh as root (without OpenBLAS, ALS uses Java loops)"
   fi
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -127,3 +127,20 @@ def test_bad_params_are_rejected_at_construction(bad):
 def test_bad_k_is_rejected(model, queries):
     with pytest.raises(InvalidParameterError):
         model.recommend(queries, 0)
+
+
+def test_als_runs_on_native_openblas_where_setup_installed_it(spark, model):
+    """MLlib loads the system BLAS/LAPACK (netlib's JNI wrappers) instead of its Java fallback. Setup installs
+    OpenBLAS (scripts/install_system_packages.sh); a machine set up without root may lack it, except CI."""
+    import os
+    from pathlib import Path
+
+    installed = any(Path(d, "libopenblas.so.0").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"))
+    if not installed and not os.environ.get("CI"):
+        pytest.skip("OpenBLAS is not installed here (scripts/install_system_packages.sh installs it as root)")
+    jvm = spark._jvm
+    spark_blas = getattr(getattr(jvm.org.apache.spark.ml.linalg, "BLAS$"), "MODULE$")  # what ALS calls
+    assert spark_blas.nativeBLAS().getClass().getName() == "dev.ludovic.netlib.blas.JNIBLAS"
+    assert jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getName() == "dev.ludovic.netlib.lapack.JNILAPACK"
+    mapped = Path(f"/proc/{jvm.java.lang.ProcessHandle.current().pid()}/maps").read_text()
+    assert "libopenblas" in mapped and "libnetlibblasjni" in mapped

@@ -172,9 +172,10 @@ def fake_root(tmp_path, manager, uid=0):
         script = bin_dir / name
         script.write_text(f"#!{shutil.which('bash')}\n{body}\n")
         script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    empty = tmp_path / "no-cmake"
+    empty = tmp_path / "no-cmake-no-openblas"
     empty.mkdir()
-    env = {"PATH": str(bin_dir), "PYTHON": sys.executable, "CMAKE_DIRS": str(empty), "HOME": str(tmp_path)}
+    env = {"PATH": str(bin_dir), "PYTHON": sys.executable, "CMAKE_DIRS": str(empty), "LIBRARY_DIRS": str(empty),
+           "HOME": str(tmp_path)}
     return env, log
 
 
@@ -183,13 +184,13 @@ def test_system_packages_installs_what_is_missing_with_apt_get(tmp_path):
     assert bash(SYSTEM_PACKAGES, "--check", env=env).returncode == 1
     dry = bash(SYSTEM_PACKAGES, "--dry-run", env=env)
     assert dry.returncode == 0 and not log.exists(), dry.stderr
-    assert "would run: apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless g++ make cmake procps" in dry.stdout
+    assert "would run: apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless g++ make cmake procps libopenblas0-serial" in dry.stdout
     run = bash(SYSTEM_PACKAGES, env=env)
     assert run.returncode == 0, run.stderr
     assert log.read_text().splitlines() == [
         "mkdir -p /usr/share/man/man1",  # slim images lack it; the JDK's post-install step needs it
         "apt-get update -qq",
-        "apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless g++ make cmake procps",
+        "apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless g++ make cmake procps libopenblas0-serial",
     ]
 
 
@@ -197,7 +198,7 @@ def test_system_packages_uses_dnf_with_sudo_on_amazon_linux(tmp_path):
     """EMR's nodes: Amazon Linux (dnf), bootstrap actions run as a user with sudo."""
     env, log = fake_root(tmp_path, "dnf", uid=1000)
     env["PYTHON"] = "python3.11"  # not on this trimmed PATH: installed, with its headers
-    packages = "java-17-amazon-corretto-headless gcc-c++ make cmake procps-ng python3.11 python3.11-devel"
+    packages = "java-17-amazon-corretto-headless gcc-c++ make cmake procps-ng openblas python3.11 python3.11-devel"
     dry = bash(SYSTEM_PACKAGES, "--dry-run", env=env)
     assert f"would run: sudo dnf install -y -q {packages}" in dry.stdout, dry.stdout + dry.stderr
     run = bash(SYSTEM_PACKAGES, env=env)
