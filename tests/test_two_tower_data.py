@@ -4,24 +4,87 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
+from spark_retrieval.models.two_tower import DSSM
 from spark_retrieval.models.two_tower.shards import list_parquet_files, rank_share, shuffled_batches, steps_per_epoch
-from spark_retrieval.models.two_tower.vocabulary import build_vocabulary, encode_array
+from spark_retrieval.models.two_tower.training_data import build_feature_tables, training_examples
+from spark_retrieval.models.two_tower.vocabulary import ColumnEncoding, build_vocabulary, encode_columns
 
 
 def test_vocabulary_is_contiguous_from_one_in_value_order(spark):
     values = spark.createDataFrame([(["b", "a"],), (["c", None],), (["a"],), (None,)], "genres array<string>")
-    table, ordered = build_vocabulary(values)
-    assert ordered == ["a", "b", "c"]
+    table, size = build_vocabulary(values)
+    assert size == 3
     assert sorted((r["value"], r["index"]) for r in table.collect()) == [("a", 1), ("b", 2), ("c", 3)]
 
 
-def test_encoding_maps_unknown_and_null_to_zero_and_pads_lists():
-    value_set = pa.array([10, 20, 30], type=pa.int64())
-    assert encode_array(pa.array([20, 99, None, 10], type=pa.int64()), value_set, None, False).to_pylist() == [2, 0, 0, 1]
-    lists = pa.array([[10, 20, 30, 20], [], None, [99]], type=pa.list_(pa.int64()))
-    assert encode_array(lists, value_set, 3, keep_last=True).to_pylist() == [[2, 3, 2], [0, 0, 0], [0, 0, 0], [0, 0, 0]]
-    assert encode_array(lists, value_set, 3, keep_last=False).to_pylist() == [[1, 2, 3], [0, 0, 0], [0, 0, 0], [0, 0, 0]]
+def test_vocabulary_numbers_follow_value_order_across_partitions(spark):
+    values = spark.range(0, 500, numPartitions=3).select((F.col("id") * 7 % 500 - 250).alias("v"))
+    table, size = build_vocabulary(values.union(values))
+    assert size == 500
+    assert [(r["value"], r["index"]) for r in table.orderBy("index").collect()] == [(v, v + 251) for v in range(-250, 250)]
+
+
+def encoded(spark, rows, schema, encodings):
+    vocabulary, _ = build_vocabulary(spark.createDataFrame([(10,), (20,), (30,)], "v long"))
+    frame = spark.createDataFrame(rows, schema)
+    result = encode_columns(frame, encodings, {"v": vocabulary}, keep=["row"])
+    return sorted(tuple(r) for r in result.collect())
+
+
+def test_encoding_maps_unknown_and_null_to_zero(spark):
+    rows = [(0, 20), (1, 99), (2, None), (3, 10), (3, 10)]  # the duplicate row stays twice
+    result = encoded(spark, rows, "row int, x long", [ColumnEncoding("x", "x_encoded", "v")])
+    assert result == [(0, 2), (1, 0), (2, 0), (3, 1), (3, 1)]
+
+
+def test_encoding_truncates_and_pads_lists(spark):
+    rows = [(0, [10, 20, 30, 20]), (1, []), (2, None), (3, [99]), (4, [30, None, 10]), (5, [30]), (5, [30]), (6, [10, 20, 30, 20])]
+    encodings = [
+        ColumnEncoding("x", "last", "v", width=3, keep_last=True),
+        ColumnEncoding("x", "first", "v", width=3, keep_last=False),
+    ]
+    assert encoded(spark, rows, "row int, x array<long>", encodings) == [
+        (0, [2, 3, 2], [1, 2, 3]),
+        (1, [0, 0, 0], [0, 0, 0]),
+        (2, [0, 0, 0], [0, 0, 0]),
+        (3, [0, 0, 0], [0, 0, 0]),
+        (4, [3, 0, 1], [3, 0, 1]),
+        (5, [3, 0, 0], [3, 0, 0]),
+        (5, [3, 0, 0], [3, 0, 0]),
+        (6, [2, 3, 2], [1, 2, 3]),
+    ]
+
+
+def test_feature_tables_and_examples_collect_no_vocabulary(spark, monkeypatch):
+    """Vocabularies are built and applied by Spark: the only rows collected are one count per partition."""
+    rows = [(u, (u + t) % 7, 4.0, t) for u in range(6) for t in range(5)]
+    train = spark.createDataFrame(rows, "user_id long, item_id long, rating double, timestamp long")
+    items = spark.createDataFrame([(i, [f"g{i % 3}"] * (i % 4)) for i in range(7)], "item_id long, genres array<string>")
+    users = spark.createDataFrame(
+        [(u, "MF"[u % 2], 20 + u % 3, f"job{u % 2}") for u in range(6)], "user_id long, gender string, age int, occupation string"
+    )
+    schema = DSSM(schema="dssm_movielens", item_features=items, user_features=users).resolved_schema(train)
+    collected = []
+    frame_class, session_class = type(train), type(spark)  # the classic classes, which define these methods
+    original_collect = frame_class.collect
+
+    def counts_only(frame):
+        collected.append(sorted(frame.columns))
+        assert frame.columns == ["_partition", "n"], f"collected {frame.columns} to the driver"
+        return original_collect(frame)
+
+    def no_local_data(*args, **kwargs):
+        raise AssertionError("a DataFrame was built from driver-side data")
+
+    monkeypatch.setattr(frame_class, "collect", counts_only)
+    monkeypatch.setattr(session_class, "createDataFrame", no_local_data)
+    tables = build_feature_tables(train, schema, users, items)
+    examples, _ = training_examples(train, tables, 0.0, None, 0.75, 0)
+    monkeypatch.undo()
+    assert collected and tables.sizes == {"user": 6, "item": 7, "genre": 3, "gender": 2, "age": 3, "occupation": 2}
+    assert examples.count() == len(rows)
 
 
 @pytest.fixture

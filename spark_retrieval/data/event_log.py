@@ -23,8 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -32,6 +31,7 @@ from .. import storage
 from ..columns import ITEM_ID, RATING, TIMESTAMP, USER_ID, require_columns
 from ..errors import DataNotFoundError, EmptyDataError, InvalidParameterError, MalformedDataError
 from .interactions import MILLISECONDS_THRESHOLD, readable
+from .ranking import dense_numbers
 
 WEIGHT = "weight"
 LOG_COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP, RATING, WEIGHT)
@@ -41,7 +41,6 @@ IMPLICIT_THRESHOLD = 0.0
 """With no rating every event is rated 1.0, so every held-out event is a query."""
 
 ORIGINAL = "original_id"
-_PARTITION = "_partition"
 _ZONELESS = r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*$"
 _DATE_ONLY = r"^\s*\d{4}-\d{2}-\d{2}\s*$"
 _NUMBER = r"^\s*-?\d+(\.\d*)?\s*$"
@@ -336,18 +335,7 @@ def _epoch(number: Column, largest) -> tuple[str, Column]:
 def dense_index(values: DataFrame, column: str) -> IdIndex:
     """``column`` = 0..n-1 over the distinct ``original_id`` values in ascending order, computed with a range
     partitioning and one small per-partition count (one row per partition reaches the driver)."""
-    ordered = values.where(F.col(ORIGINAL).isNotNull()).distinct().orderBy(ORIGINAL)
-    ranked = ordered.withColumn(_PARTITION, F.spark_partition_id()).persist(StorageLevel.MEMORY_AND_DISK)
-    sizes = sorted((row[_PARTITION], row["n"]) for row in ranked.groupBy(_PARTITION).agg(F.count(F.lit(1)).alias("n")).collect())
-    offsets, total = {}, 0
-    for partition, size in sizes:
-        offsets[partition] = total
-        total += size
-    offset = F.element_at(F.create_map(*[F.lit(v) for pair in offsets.items() for v in pair]), F.col(_PARTITION)) if offsets else F.lit(0)
-    within = F.row_number().over(Window.partitionBy(_PARTITION).orderBy(ORIGINAL)) - 1
-    table = ranked.select((within + offset).cast("long").alias(column), ORIGINAL).persist(StorageLevel.MEMORY_AND_DISK)
-    table.count()
-    ranked.unpersist()
+    table, _ = dense_numbers(values, ORIGINAL, column)
     return IdIndex(column, table)
 
 

@@ -328,7 +328,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         if tables.users is not None:
             model_tables[TwoTowerModel.USERS] = tables.users
         model = self.model_class(tables=model_tables, metadata={"network": spec, "training": training})
-        model._cache["feature_tables"] = tables  # the vocabularies are already broadcast: reuse them
+        model._cache["feature_tables"] = tables  # the vocabularies are already built and persisted: reuse them
         return model
 
     def _training_job(

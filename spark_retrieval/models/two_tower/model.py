@@ -27,7 +27,6 @@ from .checkpoint import bytes_from_table, state_from_bytes
 from .network import TwoTowerNetwork, build_network, pin_cpu_capability
 from .schema import CONTEXT, FeatureSchema, encoded_column
 from .training_data import FeatureTables, encode_user_inputs
-from .vocabulary import vocabulary_values
 
 VECTOR = "vector"
 EXCLUDE = "_exclude"
@@ -119,12 +118,9 @@ class TwoTowerModel(RetrievalModel):
         if "feature_tables" not in self._cache:
             prefix = self.VOCABULARY_PREFIX
             vocabularies = {n[len(prefix):]: t for n, t in self.tables.items() if n.startswith(prefix)}
-            sc = _spark().sparkContext
-            broadcasts = {name: sc.broadcast(vocabulary_values(table)) for name, table in vocabularies.items()}
             self._cache["feature_tables"] = FeatureTables(
                 schema=self.schema,
                 vocabularies=vocabularies,
-                broadcasts=broadcasts,
                 sizes=dict(self.network_spec["vocabulary_sizes"]),
                 items=self.tables[self.ITEMS],
                 users=self.tables.get(self.USERS),
@@ -133,11 +129,9 @@ class TwoTowerModel(RetrievalModel):
 
     def unpersist(self) -> None:
         super().unpersist()
-        tables = self._cache.pop("feature_tables", None)
-        broadcasts = list(tables.broadcasts.values()) if tables else []
-        broadcasts += [self._cache.pop("state_broadcast")] if "state_broadcast" in self._cache else []
-        for broadcast in broadcasts:
-            broadcast.unpersist()
+        self._cache.pop("feature_tables", None)  # its vocabularies and items are among self.tables
+        if "state_broadcast" in self._cache:
+            self._cache.pop("state_broadcast").unpersist()
 
 
 def _spark() -> SparkSession:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -53,7 +52,6 @@ class FeatureTables:
 
     schema: FeatureSchema
     vocabularies: dict[str, DataFrame]
-    broadcasts: dict[str, Any]
     sizes: dict[str, int]
     items: DataFrame
     users: DataFrame | None
@@ -66,15 +64,12 @@ def build_feature_tables(
     item_features: DataFrame | None,
 ) -> FeatureTables:
     sources = {INTERACTIONS: train, USER_FEATURES: user_features, ITEM_FEATURES: item_features}
-    spark = train.sparkSession
-    vocabularies, broadcasts, sizes = {}, {}, {}
+    vocabularies, sizes = {}, {}
     for name, vocabulary in schema.used_vocabularies().items():
-        vocabularies[name], values = build_vocabulary(sources[vocabulary.table].select(vocabulary.column))
-        broadcasts[name] = spark.sparkContext.broadcast(values)
-        sizes[name] = len(values)
-    items = encoded_catalog(schema, vocabularies, broadcasts, item_features)
+        vocabularies[name], sizes[name] = build_vocabulary(sources[vocabulary.table].select(vocabulary.column))
+    items = encoded_catalog(schema, vocabularies, item_features)
     users = raw_user_table(schema, user_features)
-    return FeatureTables(schema, vocabularies, broadcasts, sizes, items, users)
+    return FeatureTables(schema, vocabularies, sizes, items, users)
 
 
 def feature_encoding(feature: Feature) -> ColumnEncoding:
@@ -87,7 +82,7 @@ def feature_encoding(feature: Feature) -> ColumnEncoding:
     )
 
 
-def encoded_catalog(schema, vocabularies, broadcasts, item_features: DataFrame | None) -> DataFrame:
+def encoded_catalog(schema: FeatureSchema, vocabularies: dict[str, DataFrame], item_features: DataFrame | None) -> DataFrame:
     """``item_id`` plus every item-tower feature encoded, one row per item of the item_id vocabulary."""
     item_id = next(f for f in schema.item if f.name == ITEM_ID)
     catalog = vocabularies[item_id.vocabulary].select(F.col(VALUE).alias(ITEM_ID))
@@ -95,7 +90,7 @@ def encoded_catalog(schema, vocabularies, broadcasts, item_features: DataFrame |
     if side:
         catalog = catalog.join(item_features.select(ITEM_ID, *side).dropDuplicates([ITEM_ID]), ITEM_ID, "left")
     encodings = [feature_encoding(f) for f in schema.item]
-    return encode_columns(catalog, encodings, broadcasts, keep=[ITEM_ID])
+    return encode_columns(catalog, encodings, vocabularies, keep=[ITEM_ID])
 
 
 def raw_user_table(schema: FeatureSchema, user_features: DataFrame | None) -> DataFrame | None:
@@ -112,7 +107,7 @@ def encode_user_inputs(
     if tables.users is not None:
         frame = frame.join(tables.users, USER_ID, "left")
     encodings = [feature_encoding(f) for f in tables.schema.user] + list(extra)
-    return encode_columns(frame, encodings, tables.broadcasts, keep=keep)
+    return encode_columns(frame, encodings, tables.vocabularies, keep=keep)
 
 
 def history_length(schema: FeatureSchema) -> int:

@@ -1,48 +1,41 @@
 """Id vocabularies built with Spark, and the encoder that turns raw feature values into embedding indices.
 
 A vocabulary is a table ``value, index``: the distinct non-null values sorted ascending and numbered
-1..n, so index 0 is free for unknown values and for padding. Encoding broadcasts each vocabulary's
-values (one array per vocabulary: n values, the size of a catalog or a user base) and looks them up
-with Arrow's hash-based ``index_in`` inside ``mapInArrow``; a vocabulary too large to broadcast would be
-applied with a join instead.
+1..n, so index 0 is free for unknown values and for padding. It is numbered by Spark (``data/ranking.py``:
+a range-partitioned sort and one count per partition); the values never reach the driver, only n does.
+
+Encoding joins each feature with its vocabulary. A scalar feature is left-joined on its value (unknown and
+null → 0). A list feature is first cut to its kept entries (the first ``width``, or the last ``width`` of a
+sequence), then each distinct such list is exploded with its positions, joined, regrouped in position order
+and right-padded with 0 to exactly ``width`` entries; the rows are left-joined with that table on the list
+itself, so duplicate rows need no key and null or empty lists become all zeros. A vocabulary smaller than
+``spark.sql.autoBroadcastJoinThreshold`` (10 MB by default: a catalog's genres, a user's age) is broadcast by
+Spark's planner; a larger one (users, items) is joined with a shuffle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Mapping
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from ...data.ranking import dense_numbers
 
 VALUE = "value"
 INDEX = "index"
 UNKNOWN_INDEX = 0
 
 
-def build_vocabulary(values: DataFrame) -> tuple[DataFrame, list]:
-    """``values``: one column (scalars or arrays) → the table ``value, index`` (1..n in value order) and its values.
-
-    The distinct values are found and sorted by Spark and collected once: encoders broadcast them anyway.
-    """
+def build_vocabulary(values: DataFrame) -> tuple[DataFrame, int]:
+    """``values``: one column (scalars or arrays) → the table ``value, index`` (1..n in value order, persisted) and n."""
     (column,) = values.columns
-    field_type = values.schema[column].dataType
-    if isinstance(field_type, T.ArrayType):
+    if isinstance(values.schema[column].dataType, T.ArrayType):
         values = values.select(F.explode(column).alias(column))
-        field_type = field_type.elementType
-    ordered = [row[0] for row in values.where(F.col(column).isNotNull()).distinct().orderBy(column).collect()]
-    schema = T.StructType([T.StructField(VALUE, field_type, False), T.StructField(INDEX, T.IntegerType(), False)])
-    table = values.sparkSession.createDataFrame([(v, i) for i, v in enumerate(ordered, start=1)], schema)
-    return table, ordered
-
-
-def vocabulary_values(vocabulary: DataFrame) -> list:
-    """A saved vocabulary's values in index order (index i ↔ position i - 1): what encoders broadcast."""
-    return [row[VALUE] for row in vocabulary.orderBy(INDEX).collect()]
+    table, size = dense_numbers(values.select(F.col(column).alias(VALUE)), VALUE, INDEX, start=1, number_type="int")
+    return table.select(VALUE, INDEX), size
 
 
 @dataclass(frozen=True)
@@ -64,62 +57,51 @@ class ColumnEncoding:
 def encode_columns(
     df: DataFrame,
     encodings: list[ColumnEncoding],
-    vocabularies: Mapping[str, object],
+    vocabularies: Mapping[str, DataFrame],
     keep: list[str],
 ) -> DataFrame:
-    """``keep`` columns as they are plus one encoded column per encoding (a ``mapInArrow`` pass).
+    """``keep`` columns as they are plus one encoded column per encoding, the rows of ``df`` unchanged.
 
-    ``vocabularies`` maps a vocabulary name to a broadcast of its ``vocabulary_values``.
+    ``vocabularies`` maps a vocabulary name to its ``value, index`` table.
     """
     sources = list(dict.fromkeys(keep + [e.source for e in encodings]))
-    fields = [df.schema[c] for c in keep] + [
-        T.StructField(e.target, T.IntegerType() if e.width is None else T.ArrayType(T.IntegerType(), False), False)
-        for e in encodings
-    ]
-    output_schema = T.StructType(fields)
-    used = {e.vocabulary: vocabularies[e.vocabulary] for e in encodings}
-
-    def encode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        value_sets = {name: pa.array(broadcast.value) for name, broadcast in used.items()}
-        for batch in batches:
-            arrays = [batch.column(c) for c in keep]
-            for e in encodings:
-                arrays.append(encode_array(batch.column(e.source), value_sets[e.vocabulary], e.width, e.keep_last))
-            yield pa.RecordBatch.from_arrays(arrays, schema=_arrow_schema(output_schema, batch, keep))
-
-    return df.select(*sources).mapInArrow(encode, output_schema)
+    frame = df.select(*sources)
+    targets = []
+    for number, encoding in enumerate(encodings):
+        vocabulary = vocabularies[encoding.vocabulary]
+        if encoding.width is None:
+            frame, target = _encode_scalar(frame, encoding, vocabulary, f"_encoded_{number}")
+        else:
+            frame, target = _encode_list(frame, encoding, vocabulary, f"_encoded_{number}")
+        targets.append(target.alias(encoding.target))
+    return frame.select(*keep, *targets)
 
 
-def _arrow_schema(output_schema: T.StructType, batch: pa.RecordBatch, keep: list[str]) -> pa.Schema:
-    fields = [batch.schema.field(c) for c in keep]
-    for field in output_schema.fields[len(keep):]:
-        arrow_type = pa.int32() if isinstance(field.dataType, T.IntegerType) else pa.list_(pa.field("element", pa.int32(), False))
-        fields.append(pa.field(field.name, arrow_type, False))
-    return pa.schema(fields)
+def _encode_scalar(frame: DataFrame, encoding: ColumnEncoding, vocabulary: DataFrame, name: str) -> tuple[DataFrame, Column]:
+    key, index = f"{name}_value", f"{name}_index"
+    value_type = vocabulary.schema[VALUE].dataType
+    indices = vocabulary.select(F.col(VALUE).alias(key), F.col(INDEX).alias(index))
+    joined = frame.join(indices, F.col(encoding.source).cast(value_type) == F.col(key), "left").drop(key)
+    return joined, F.coalesce(F.col(index), F.lit(UNKNOWN_INDEX))
 
 
-def encode_array(values: pa.Array, value_set: pa.Array, width: int | None, keep_last: bool) -> pa.Array:
-    """Raw values → indices (``index_in`` + 1, unknown and null → 0); lists padded/truncated to ``width``."""
-    if width is None:
-        return pa.array(_lookup(values, value_set), type=pa.int32())
-    lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes = _lookup(pc.list_flatten(values), value_set)
-    starts = np.cumsum(lengths) - lengths
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    position = np.arange(len(codes)) - np.repeat(starts, lengths)
-    if keep_last:
-        position = position - np.repeat(np.maximum(lengths - width, 0), lengths)
-    kept = (position >= 0) & (position < width)
-    padded = np.zeros((len(lengths), width), dtype=np.int32)
-    padded[rows[kept], position[kept]] = codes[kept]
-    offsets = pa.array(np.arange(0, padded.size + 1, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(padded.ravel()), type=pa.list_(pa.field("element", pa.int32(), False)))
-
-
-def _lookup(values: pa.Array, value_set: pa.Array) -> np.ndarray:
-    if len(value_set) == 0:
-        return np.zeros(len(values), dtype=np.int32)
-    if values.type != value_set.type:
-        values = values.cast(value_set.type)
-    positions = pc.index_in(values, value_set=value_set)
-    return (pc.fill_null(positions, -1).to_numpy(zero_copy_only=False) + 1).astype(np.int32)
+def _encode_list(frame: DataFrame, encoding: ColumnEncoding, vocabulary: DataFrame, name: str) -> tuple[DataFrame, Column]:
+    kept, key, encoded = f"{name}_kept", f"{name}_key", f"{name}_encoded"
+    position, element, index = f"{name}_position", f"{name}_element", f"{name}_index"
+    width = encoding.width
+    value_type = vocabulary.schema[VALUE].dataType
+    values = F.col(encoding.source).cast(T.ArrayType(value_type))
+    first = F.greatest(F.size(values) - width + 1, F.lit(1)) if encoding.keep_last else F.lit(1)
+    frame = frame.withColumn(kept, F.slice(values, first, F.lit(width)))
+    lists = frame.select(F.col(kept).alias(key)).where(F.col(key).isNotNull()).distinct()
+    indices = vocabulary.select(F.col(VALUE).alias(element), F.col(INDEX).alias(index))
+    entries = (
+        lists.select(key, F.posexplode(key).alias(position, element))
+        .join(indices, element, "left")
+        .groupBy(key)
+        .agg(F.array_sort(F.collect_list(F.struct(position, index))).alias(encoded))
+    )
+    codes = F.transform(F.col(encoded), lambda entry: F.coalesce(entry[index], F.lit(UNKNOWN_INDEX)))
+    padded = F.concat(codes, F.array_repeat(F.lit(UNKNOWN_INDEX), F.lit(width) - F.size(codes)))
+    joined = frame.join(entries, F.col(kept) == F.col(key), "left").drop(kept, key)
+    return joined, F.coalesce(F.when(F.col(encoded).isNotNull(), padded), F.array_repeat(F.lit(UNKNOWN_INDEX), width))
