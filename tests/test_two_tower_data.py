@@ -87,6 +87,27 @@ def test_feature_tables_and_examples_collect_no_vocabulary(spark, monkeypatch):
     assert examples.count() == len(rows)
 
 
+def test_examples_built_on_item_indices_equal_the_raw_context_encoded(spark):
+    """The examples' item, last_item and recent_items, computed on item indices, are the raw context encoded."""
+    from spark_retrieval.models.two_tower.training_data import EXAMPLE_KEY, encode_user_inputs, positive_events
+
+    # Ratings 1-5 (some events are not positives but stay in the context), ties in time, ids not dense.
+    rows = [(u, 100 + 3 * ((u * 5 + t * 7) % 13), float(1 + (u + t) % 5), t // 2) for u in range(8) for t in range(14)]
+    train = spark.createDataFrame(rows, "user_id long, item_id long, rating double, timestamp long")
+    schema = DSSM(schema="dssm_movielens").resolved_schema(train)
+    tables = build_feature_tables(train, schema, None, None)
+    examples, _ = training_examples(train, tables, 2.0, None, 0.75, 0)
+    history = next(f.max_length for f in schema.user if f.name == "recent_items")
+    raw = positive_events(train, 2.0, history).withColumn(EXAMPLE_KEY, F.xxhash64("user_id", "event_index"))
+    item_id = next(f for f in schema.item if f.name == "item_id")
+    from spark_retrieval.models.two_tower.training_data import feature_encoding
+
+    expected = encode_user_inputs(raw, tables, keep=[EXAMPLE_KEY, "user_id"], extra=(feature_encoding(item_id),))
+    assert examples.columns == expected.columns
+    assert sorted(map(tuple, examples.collect())) == sorted(map(tuple, expected.collect()))
+    assert examples.where(F.exists("user__recent_items", lambda index: index > 0)).count() > 0
+
+
 @pytest.fixture
 def example_files(tmp_path):
     # 3 files of 10, 7 and 4 rows; row ids 0..20 so coverage can be checked.

@@ -37,11 +37,12 @@ from .schema import (
     encoded_column,
 )
 from .shards import list_parquet_files
-from .vocabulary import INDEX, VALUE, ColumnEncoding, build_vocabulary, encode_columns
+from .vocabulary import INDEX, UNKNOWN_INDEX, VALUE, ColumnEncoding, build_vocabulary, encode_columns
 
 POSITIVE_ITEM = "item__item_id"  # encoded_column of the item tower's item_id
 LOG_Q = "log_q"
 EXAMPLE_KEY = "_example_key"
+_INDEX = "_item_index"
 ROWS_PER_FILE = 100_000
 FILES_PER_PROCESS = 4
 
@@ -101,13 +102,22 @@ def raw_user_table(schema: FeatureSchema, user_features: DataFrame | None) -> Da
 
 
 def encode_user_inputs(
-    frame: DataFrame, tables: FeatureTables, keep: list[str], extra: tuple[ColumnEncoding, ...] = ()
+    frame: DataFrame,
+    tables: FeatureTables,
+    keep: list[str],
+    extra: tuple[ColumnEncoding, ...] = (),
+    encoded: tuple[str, ...] = (),
 ) -> DataFrame:
-    """``keep`` plus every user-tower feature encoded; ``frame`` holds the context columns the schema reads."""
+    """``keep`` plus every user-tower feature encoded; ``frame`` holds the context columns the schema reads.
+
+    ``encoded``: target columns ``frame`` already holds encoded (taken as they are, in the same column order).
+    """
     if tables.users is not None:
         frame = frame.join(tables.users, USER_ID, "left")
     encodings = [feature_encoding(f) for f in tables.schema.user] + list(extra)
-    return encode_columns(frame, encodings, tables.vocabularies, keep=keep)
+    to_encode = [e for e in encodings if e.target not in encoded]
+    result = encode_columns(frame, to_encode, tables.vocabularies, keep=keep + list(encoded))
+    return result.select(*keep, *[e.target for e in encodings])
 
 
 def history_length(schema: FeatureSchema) -> int:
@@ -136,10 +146,34 @@ def training_examples(
 
     The positives are cached: callers count them and derive item frequencies from them.
     """
-    positives = positive_events(train, positive_threshold, history_length(tables.schema))
-    positives = positives.withColumn(EXAMPLE_KEY, F.xxhash64(USER_ID, EVENT_INDEX))
     item_id = next(f for f in tables.schema.item if f.name == ITEM_ID)
-    encoded = encode_user_inputs(positives, tables, keep=[EXAMPLE_KEY, USER_ID], extra=(feature_encoding(item_id),))
+    history = history_length(tables.schema)
+    # Item ids → indices on the events, before the context is built: the positive item, last_item and
+    # recent_items then come out encoded, with no list to explode and join per event.
+    indices = tables.vocabularies[item_id.vocabulary].select(F.col(VALUE).alias(ITEM_ID), F.col(INDEX).alias(_INDEX))
+    value_type = tables.vocabularies[item_id.vocabulary].schema[VALUE].dataType
+    indexed = (
+        train.withColumn(ITEM_ID, F.col(ITEM_ID).cast(value_type))
+        .join(indices, ITEM_ID)
+        .withColumn(ITEM_ID, F.col(_INDEX))
+        .drop(_INDEX)
+    )
+    positives = positive_events(indexed, positive_threshold, history)
+    positives = positives.withColumn(EXAMPLE_KEY, F.xxhash64(USER_ID, EVENT_INDEX))
+    context = {}
+    for feature in tables.schema.user:
+        if feature.source != CONTEXT or feature.vocabulary != item_id.vocabulary:
+            continue
+        if feature.name == LAST_ITEM and not feature.is_list:
+            context[encoded_column(feature)] = F.coalesce(F.col(LAST_ITEM), F.lit(UNKNOWN_INDEX))
+        elif feature.name == RECENT_ITEMS and feature.is_list and feature.max_length == history:
+            recent = F.col(RECENT_ITEMS).cast("array<int>")  # at most `history` entries, most recent last
+            context[encoded_column(feature)] = F.concat(recent, F.array_repeat(F.lit(UNKNOWN_INDEX), history - F.size(recent)))
+    context[encoded_column(item_id)] = F.col(ITEM_ID)  # POSITIVE_ITEM
+    positives = positives.select("*", *[column.cast(_encoded_type(name, tables.schema)).alias(name) for name, column in context.items()])
+    encoded = encode_user_inputs(
+        positives, tables, keep=[EXAMPLE_KEY, USER_ID], extra=(feature_encoding(item_id),), encoded=tuple(context)
+    )
     encoded = encoded.persist(StorageLevel.MEMORY_AND_DISK)
     count = encoded.count()
     if count == 0:
@@ -154,6 +188,11 @@ def training_examples(
     # A user who owns every sampleable item gets no negatives: such an example cannot be scored.
     complete = sampled.where(F.size(NEGATIVE_ITEMS) == num_negatives)
     return complete.withColumn(NEGATIVE_ITEMS, F.col(NEGATIVE_ITEMS).cast("array<int>")), encoded
+
+
+def _encoded_type(column: str, schema: FeatureSchema) -> str:
+    feature = next((f for f in schema.features if encoded_column(f) == column), None)
+    return "array<int>" if feature is not None and feature.is_list else "int"
 
 
 def item_index_counts(train: DataFrame, item_vocabulary: DataFrame) -> DataFrame:
