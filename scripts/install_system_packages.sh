@@ -63,21 +63,19 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyt
 PYEOF
 }
 
-has_openblas() {
-  local dir
-  for dir in $LIBRARY_DIRS; do
-    [ -e "$dir/libopenblas.so.0" ] && return 0
+in_any_dir() {  # in_any_dir TEST NAME DIR...: whether `[ TEST DIR/NAME ]` holds in one of the DIRs
+  local test="$1" name="$2" dir
+  shift 2
+  for dir in "$@"; do
+    [ "$test" "$dir/$name" ] && return 0
   done
   return 1
 }
 
-has_system_cmake() {
-  local dir
-  for dir in $CMAKE_DIRS; do
-    [ -x "$dir/cmake" ] && return 0
-  done
-  return 1
-}
+# shellcheck disable=SC2086  # the lists of folders split on spaces
+has_openblas() { in_any_dir -e libopenblas.so.0 $LIBRARY_DIRS; }
+# shellcheck disable=SC2086
+has_system_cmake() { in_any_dir -x cmake $CMAKE_DIRS; }
 
 # package <need>: the package that brings it, under this machine's package manager.
 package() {
