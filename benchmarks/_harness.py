@@ -118,17 +118,6 @@ def bench_session(master: str = "local[2]", app_name: str = "spark-retrieval-ben
     return get_spark(master=master, app_name=app_name, conf=settings)
 
 
-def blas_in_use(spark) -> str:
-    """Which BLAS MLlib calls in this JVM: netlib's JNI wrapper with the system library it loaded (e.g.
-    ``JNIBLAS (libopenblas-r0.3.21.so)``), or its pure-Java fallback."""
-    jvm = spark._jvm
-    name = getattr(getattr(jvm.org.apache.spark.ml.linalg, "BLAS$"), "MODULE$").nativeBLAS().getClass().getSimpleName()
-    maps = Path(f"/proc/{jvm.java.lang.ProcessHandle.current().pid()}/maps")
-    libraries = sorted({line.split()[-1].rsplit("/", 1)[-1] for line in maps.read_text().splitlines()
-                        if "libopenblas" in line or "libblas" in line}) if maps.exists() else []
-    return f"{name} ({', '.join(libraries)})" if libraries else name
-
-
 JAVA_BLAS_OPTIONS = "-Ddev.ludovic.netlib.blas.nativeLib=libnone.so -Ddev.ludovic.netlib.lapack.nativeLib=libnone.so"
 """JVM options that make netlib's loader fail, i.e. MLlib's pure-Java BLAS/LAPACK (for before/after timings)."""
 

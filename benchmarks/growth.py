@@ -49,7 +49,7 @@ import sys
 import time
 from pathlib import Path
 
-from _harness import (add_run_options, JAVA_BLAS_OPTIONS, RESULTS, MemorySampler, StageLog, bench_session, blas_in_use,
+from _harness import (add_run_options, JAVA_BLAS_OPTIONS, RESULTS, MemorySampler, StageLog, bench_session,
                       load_average, load_text,
                       machine, median, movielens_shape, parse_size, reference_data, session_settings, size_label,
                       stage_lines, timed_cpu)
@@ -132,6 +132,8 @@ def run_worker(args) -> None:
                   jvm_heap_peak_mib=peaks.get("JVMHeapMemory"), executor_metrics_mib=peaks)
     if phase == "item_cf":
         write_item_cf_lists(spark, train, test, folder)
+    from spark_retrieval.session import blas_in_use
+
     result["blas"] = blas_in_use(spark)
     emit(result, memory, spark)
 

@@ -72,6 +72,17 @@ def get_spark(
     return spark
 
 
+def blas_in_use(spark: SparkSession) -> str:
+    """Which BLAS MLlib (ALS) calls in this driver JVM: netlib's JNI wrapper with the system libraries the JVM
+    has mapped (e.g. ``JNIBLAS (libblas.so.3, libopenblas-r0.3.21.so)``), or a Java fallback (``VectorBLAS``)."""
+    jvm = spark._jvm
+    name = getattr(getattr(jvm.org.apache.spark.ml.linalg, "BLAS$"), "MODULE$").nativeBLAS().getClass().getSimpleName()
+    maps = Path(f"/proc/{jvm.java.lang.ProcessHandle.current().pid()}/maps")
+    libraries = sorted({line.split()[-1].rsplit("/", 1)[-1] for line in maps.read_text().splitlines()
+                        if "libopenblas" in line or "libblas" in line}) if maps.exists() else []
+    return f"{name} ({', '.join(libraries)})" if libraries else name
+
+
 MASTER_URL = re.compile(
     r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|local-cluster\[[1-9]\d*,\s*[1-9]\d*,\s*[1-9]\d*\]"
     r"|spark://\S+|yarn|k8s://\S+"

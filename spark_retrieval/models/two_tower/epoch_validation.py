@@ -60,7 +60,10 @@ def write_validation_file(
     )
     first = queries.select(QUERY_ID, USER_ID, *context).dropDuplicates([QUERY_ID])
     rows = encode_user_inputs(first, tables, keep=[QUERY_ID, USER_ID]).join(labels, QUERY_ID)
-    if train is not None:
+    nothing_seen = F.array().cast("array<int>")
+    if train is None:
+        rows = rows.withColumn(SEEN, nothing_seen)
+    else:
         seen = (
             seen_items(train)
             .select(USER_ID, F.explode(SEEN_ITEMS).alias(ITEM_ID))
@@ -68,10 +71,8 @@ def write_validation_file(
             .groupBy(USER_ID)
             .agg(F.array_sort(F.collect_list(INDEX)).alias(SEEN))
         )
-        rows = rows.join(seen, USER_ID, "left")
-    else:
-        rows = rows.withColumn(SEEN, F.lit(None).cast("array<int>"))
-    rows = rows.withColumn(SEEN, F.coalesce(F.col(SEEN), F.array().cast("array<int>"))).drop(USER_ID)
+        rows = rows.join(seen, USER_ID, "left").withColumn(SEEN, F.coalesce(F.col(SEEN), nothing_seen))
+    rows = rows.drop(USER_ID)
     path = f"{directory}/validation"
     rows.repartition(1).sortWithinPartitions(QUERY_ID).write.mode("overwrite").parquet(path)
     count = sum(rows for _, rows in list_parquet_files(path))

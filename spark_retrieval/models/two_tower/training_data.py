@@ -151,13 +151,7 @@ def training_examples(
     # Item ids → indices on the events, before the context is built: the positive item, last_item and
     # recent_items then come out encoded, with no list to explode and join per event.
     indices = tables.vocabularies[item_id.vocabulary].select(F.col(VALUE).alias(ITEM_ID), F.col(INDEX).alias(_INDEX))
-    value_type = tables.vocabularies[item_id.vocabulary].schema[VALUE].dataType
-    indexed = (
-        train.withColumn(ITEM_ID, F.col(ITEM_ID).cast(value_type))
-        .join(indices, ITEM_ID)
-        .withColumn(ITEM_ID, F.col(_INDEX))
-        .drop(_INDEX)
-    )
+    indexed = train.join(indices, ITEM_ID).withColumn(ITEM_ID, F.col(_INDEX)).drop(_INDEX)
     positives = positive_events(indexed, positive_threshold, history)
     positives = positives.withColumn(EXAMPLE_KEY, F.xxhash64(USER_ID, EVENT_INDEX))
     context = {}
@@ -165,12 +159,12 @@ def training_examples(
         if feature.source != CONTEXT or feature.vocabulary != item_id.vocabulary:
             continue
         if feature.name == LAST_ITEM and not feature.is_list:
-            context[encoded_column(feature)] = F.coalesce(F.col(LAST_ITEM), F.lit(UNKNOWN_INDEX))
+            context[encoded_column(feature)] = F.coalesce(F.col(LAST_ITEM), F.lit(UNKNOWN_INDEX)).cast("int")
         elif feature.name == RECENT_ITEMS and feature.is_list and feature.max_length == history:
             recent = F.col(RECENT_ITEMS).cast("array<int>")  # at most `history` entries, most recent last
             context[encoded_column(feature)] = F.concat(recent, F.array_repeat(F.lit(UNKNOWN_INDEX), history - F.size(recent)))
-    context[encoded_column(item_id)] = F.col(ITEM_ID)  # POSITIVE_ITEM
-    positives = positives.select("*", *[column.cast(_encoded_type(name, tables.schema)).alias(name) for name, column in context.items()])
+    context[encoded_column(item_id)] = F.col(ITEM_ID).cast("int")  # POSITIVE_ITEM
+    positives = positives.select("*", *[column.alias(name) for name, column in context.items()])
     encoded = encode_user_inputs(
         positives, tables, keep=[EXAMPLE_KEY, USER_ID], extra=(feature_encoding(item_id),), encoded=tuple(context)
     )
@@ -188,11 +182,6 @@ def training_examples(
     # A user who owns every sampleable item gets no negatives: such an example cannot be scored.
     complete = sampled.where(F.size(NEGATIVE_ITEMS) == num_negatives)
     return complete.withColumn(NEGATIVE_ITEMS, F.col(NEGATIVE_ITEMS).cast("array<int>")), encoded
-
-
-def _encoded_type(column: str, schema: FeatureSchema) -> str:
-    feature = next((f for f in schema.features if encoded_column(f) == column), None)
-    return "array<int>" if feature is not None and feature.is_list else "int"
 
 
 def item_index_counts(train: DataFrame, item_vocabulary: DataFrame) -> DataFrame:
