@@ -165,7 +165,7 @@ def test_simplex_trains_in_process_and_evaluates_under_spark_submit(spark, works
     assert codes == [0] * len(calls), capsys.readouterr().err
     saved = json.loads((out / "models" / "simplex_ccl" / "metadata.json").read_text())
     assert saved["class"].endswith("SimpleXModel") and "state" in saved["tables"]
-    assert saved["params"]["num_negatives"] == 8 and saved["params"]["negative_weight"] == 10.0
+    assert saved["params"]["num_negatives"] == 8 and saved["params"]["negative_weight"] == 10.08
 
     spark_submit = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")
     result = subprocess.run(

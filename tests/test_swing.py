@@ -57,15 +57,19 @@ def sample_by_xxhash64(spark, pairs, seed, size):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_equals_brute_force_with_square_root_weights_and_no_caps(spark, seed):
     pairs = random_pairs(seed)
-    model = Swing(user_alpha=0.0, user_beta=0.5, k_neighbours=1000, **NO_CAPS).fit(interactions(spark, pairs))
+    model = Swing(alpha=1.0, user_alpha=0.0, user_beta=0.5, k_neighbours=1000, **NO_CAPS).fit(interactions(spark, pairs))
     assert_same_scores(neighbour_scores(model), brute_force_swing(pairs, 1.0, 0.0, 0.5))
+
+
+def default_user_weights():
+    return Swing().getOrDefault("user_alpha"), Swing().getOrDefault("user_beta")
 
 
 def test_equals_brute_force_with_default_weights_zero_alpha_and_a_user_range(spark):
     pairs = random_pairs(2)
     swing = Swing(alpha=0.0, min_items_per_user=4, max_items_per_user=11, max_users_per_item=None, k_neighbours=1000)
     model = swing.fit(interactions(spark, pairs))
-    assert_same_scores(neighbour_scores(model), brute_force_swing(pairs, 0.0, 5.0, 0.35, min_items=4, max_items=11))
+    assert_same_scores(neighbour_scores(model), brute_force_swing(pairs, 0.0, *default_user_weights(), min_items=4, max_items=11))
 
 
 def test_users_per_item_cap_is_the_seeded_xxhash64_sample(spark):
@@ -73,7 +77,7 @@ def test_users_per_item_cap_is_the_seeded_xxhash64_sample(spark):
     train = interactions(spark, pairs)
     model = Swing(max_users_per_item=5, seed=11, k_neighbours=1000).fit(train)
     samples = sample_by_xxhash64(spark, pairs, 11, 5)
-    assert_same_scores(neighbour_scores(model), brute_force_swing(pairs, 1.0, 5.0, 0.35, samples=samples))
+    assert_same_scores(neighbour_scores(model), brute_force_swing(pairs, Swing().getOrDefault("alpha"), *default_user_weights(), samples=samples))
     again = Swing(max_users_per_item=5, seed=11, k_neighbours=1000).fit(train.repartition(4))
     assert neighbour_lists(again) == neighbour_lists(model)
     other_seed = Swing(max_users_per_item=5, seed=12, k_neighbours=1000).fit(train)
@@ -86,7 +90,7 @@ def test_batches_and_blocks_do_not_change_the_scores(spark, monkeypatch):
     previous = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "3")
     try:
-        model = Swing(user_alpha=0.0, user_beta=0.5, k_neighbours=1000, **NO_CAPS).fit(interactions(spark, pairs))
+        model = Swing(alpha=1.0, user_alpha=0.0, user_beta=0.5, k_neighbours=1000, **NO_CAPS).fit(interactions(spark, pairs))
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", previous)
     assert model.metadata["item_blocks"] == 3

@@ -52,6 +52,10 @@ FAMILY_CHANNELS = ("item_cf", "als", "dssm_bce_neg10", "global_hot")
 two-tower) and popularity as the fallback, fixed by registration order, not by any result. Tuned in one run with
 the single rows, a merged row takes instead the best row on validation of each of these families
 (``tuning.with_tuned_channels``). The quota row gives each channel an equal share until shares are tuned."""
+# A row's settings (its class's defaults, then its preset) are, of the settings `spark-retrieval tune` tried on
+# both ml-latest-small and ml-100k with seed 0, the best mean validation NDCG@20 (benchmarks/choose_defaults.py,
+# 4 significant digits); a two-tower row's epochs are its best epoch on ml-latest-small's validation. The merged
+# rows keep equal weights: their tuned weights belong to the channels their tuning run chose.
 MODELS: dict[str, RegisteredModel] = {
     entry.name: entry
     for entry in (
@@ -69,14 +73,15 @@ MODELS: dict[str, RegisteredModel] = {
         RegisteredModel(
             "dssm_bce_neg10",
             f"{_MODELS}.two_tower.dssm:DSSM",
-            {"loss": "bce", "num_negatives": 10, "verbose": False},
+            {"loss": "bce", "num_negatives": 10, "epochs": 7, "learning_rate": 3.443e-3, "temperature": 0.03954,
+             "verbose": False},
             family="two_tower",
         ),
         RegisteredModel(
             "dssm_bce_neg100",
             f"{_MODELS}.two_tower.dssm:DSSM",
-            # Ten times the negatives learn more slowly per epoch: two more epochs.
-            {"loss": "bce", "num_negatives": 100, "epochs": 7, "verbose": False},
+            {"loss": "bce", "num_negatives": 100, "epochs": 11, "hidden_dims": [256, 256, 128],
+             "learning_rate": 1.093e-3, "temperature": 0.1227, "verbose": False},
             family="two_tower",
         ),
         RegisteredModel(

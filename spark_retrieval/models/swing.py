@@ -93,10 +93,12 @@ class SwingParams(Params):
 
     def __init__(self, *args):
         super().__init__(*args)
+        # alpha, user_alpha, user_beta: the best mean validation NDCG@20 over ml-latest-small and ml-100k
+        # (benchmarks/choose_defaults.py, 4 significant digits).
         self._setDefault(
-            alpha=1.0,
-            user_alpha=5.0,
-            user_beta=0.35,
+            alpha=8.15,
+            user_alpha=20.41,
+            user_beta=0.9382,
             max_users_per_item=1000,
             min_items_per_user=1,
             max_items_per_user=1000,
