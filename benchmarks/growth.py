@@ -10,8 +10,9 @@ own. Phases:
 
 * ``data``: generate the interactions (executors, ``mapInPandas``) and write them and the split to parquet
   (timed once, no requirement on it);
-* ``item_cf``, ``swing``, ``als``: ``fit`` with the library defaults (Item CF: 100 neighbours; Swing: default
-  caps; ALS: rank 64, 15 iterations, implicit), the model's tables materialised; ``item_cf`` also writes
+* ``item_cf``, ``swing``, ``als``: ``fit`` (Item CF: the defaults, 100 neighbours; Swing: the defaults, default
+  caps; ALS: rank 64, 15 iterations, implicit — the settings the table was first measured with, pinned so that
+  its rows compare across dates), the model's tables materialised; ``item_cf`` also writes
   Item CF's top-20 lists for the test queries, untimed, for the evaluator phase;
 * ``dssm_softmax``, ``simplex_ccl``: the benchmark rows (``models.registry``: their presets, seed 0, the
   default backend and processes), ``fit`` then the top-20 lists of the test queries materialised (fit +
@@ -154,7 +155,7 @@ def phase_action(phase: str, spark, train, test, folder: Path):
     if phase == "swing":
         return fit(Swing())
     if phase == "als":
-        return fit(ALS())
+        return fit(ALS(rank=64, max_iter=15, reg_param=0.05, alpha=20.0))
     if phase in TWO_TOWER_PHASES:
         from spark_retrieval.models.registry import build_estimator
 

@@ -17,6 +17,7 @@ from spark_retrieval.config import load_config
 from spark_retrieval.jobs import build_estimator, validate
 from spark_retrieval.jobs import main as job_main
 from spark_retrieval.models import registry
+from spark_retrieval.models.two_tower.simplex import SimpleX
 from spark_retrieval.models.two_tower.training import KILL_VARIABLE
 
 from horovod_available import requires_horovod
@@ -165,7 +166,7 @@ def test_simplex_trains_in_process_and_evaluates_under_spark_submit(spark, works
     assert codes == [0] * len(calls), capsys.readouterr().err
     saved = json.loads((out / "models" / "simplex_ccl" / "metadata.json").read_text())
     assert saved["class"].endswith("SimpleXModel") and "state" in saved["tables"]
-    assert saved["params"]["num_negatives"] == 8 and saved["params"]["negative_weight"] == 10.08
+    assert saved["params"]["num_negatives"] == 8 and saved["params"]["negative_weight"] == SimpleX().get("negative_weight")
 
     spark_submit = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")
     result = subprocess.run(

@@ -54,7 +54,7 @@ the single rows, a merged row takes instead the best row on validation of each o
 (``tuning.with_tuned_channels``). The quota row gives each channel an equal share until shares are tuned."""
 # A row's settings (its class's defaults, then its preset) are, of the settings `spark-retrieval tune` tried on
 # both ml-latest-small and ml-100k with seed 0, the best mean validation NDCG@20 (benchmarks/choose_defaults.py,
-# 4 significant digits); a two-tower row's epochs are its best epoch on ml-latest-small's validation. The merged
+# that trial's exact values); a two-tower row's epochs are its best epoch on ml-latest-small's validation. The merged
 # rows keep equal weights: their tuned weights belong to the channels their tuning run chose.
 MODELS: dict[str, RegisteredModel] = {
     entry.name: entry
@@ -73,15 +73,15 @@ MODELS: dict[str, RegisteredModel] = {
         RegisteredModel(
             "dssm_bce_neg10",
             f"{_MODELS}.two_tower.dssm:DSSM",
-            {"loss": "bce", "num_negatives": 10, "epochs": 7, "learning_rate": 3.443e-3, "temperature": 0.03954,
-             "verbose": False},
+            {"loss": "bce", "num_negatives": 10, "epochs": 7, "learning_rate": 0.0034430953850701418,
+             "temperature": 0.03953863336724267, "verbose": False},
             family="two_tower",
         ),
         RegisteredModel(
             "dssm_bce_neg100",
             f"{_MODELS}.two_tower.dssm:DSSM",
             {"loss": "bce", "num_negatives": 100, "epochs": 11, "hidden_dims": [256, 256, 128],
-             "learning_rate": 1.093e-3, "temperature": 0.1227, "verbose": False},
+             "learning_rate": 0.0010930397411189976, "temperature": 0.12270807995844037, "verbose": False},
             family="two_tower",
         ),
         RegisteredModel(

@@ -94,11 +94,11 @@ class SwingParams(Params):
     def __init__(self, *args):
         super().__init__(*args)
         # alpha, user_alpha, user_beta: the best mean validation NDCG@20 over ml-latest-small and ml-100k
-        # (benchmarks/choose_defaults.py, 4 significant digits).
+        # (benchmarks/choose_defaults.py; that trial's exact values).
         self._setDefault(
-            alpha=8.15,
-            user_alpha=20.41,
-            user_beta=0.9382,
+            alpha=8.150455103169143,
+            user_alpha=20.406969422608224,
+            user_beta=0.9381634476049462,
             max_users_per_item=1000,
             min_items_per_user=1,
             max_items_per_user=1000,

@@ -63,7 +63,7 @@ class SimpleXParams(TwoTowerParams):
     """SimpleX's parameters and defaults (the shared ones included), for ``SimpleX`` and ``SimpleXModel``.
 
     The defaults are, of the settings ``spark-retrieval tune`` tried on both ml-latest-small and ml-100k, the
-    best mean validation NDCG@20 (``benchmarks/choose_defaults.py``; 4 significant digits), epochs = the best
+    best mean validation NDCG@20 (``benchmarks/choose_defaults.py``; the trial's exact values), epochs = the best
     epoch on ml-latest-small's validation. Test metrics played no part; see ``README.md`` here.
     """
 
@@ -88,11 +88,11 @@ class SimpleXParams(TwoTowerParams):
             schema="simplex_movielens",
             num_negatives=100,
             epochs=7,
-            learning_rate=8.611e-4,
-            gate=0.1379,
-            margin=0.3036,
-            negative_weight=10.08,
-            dropout=0.2074,
+            learning_rate=0.0008611446989403645,
+            gate=0.13789670785689134,
+            margin=0.30362742490119654,
+            negative_weight=10.080216673273766,
+            dropout=0.2073957902731725,
         )
 
 
