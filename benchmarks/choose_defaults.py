@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _key(params: dict) -> str:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("tuned", nargs="+", help="tuned.json files of runs with the same seed (bundled data set first)")
     args = parser.parse_args(argv)
-    studies = [json.load(open(path)) for path in args.tuned]
+    studies = [json.loads(Path(path).read_text()) for path in args.tuned]
     metrics = {(s["metric"], s["k"]) for s in studies}
     if len(metrics) != 1:
         print(f"choose_defaults: the files score different metrics: {sorted(metrics)}", file=sys.stderr)

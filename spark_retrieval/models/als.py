@@ -74,8 +74,7 @@ class ALSParams(Params):
 
     def __init__(self, *args: Any):
         super().__init__(*args)
-        # rank, max_iter, reg_param, alpha: the best mean validation NDCG@20 over ml-latest-small and ml-100k
-        # (benchmarks/choose_defaults.py; that trial's exact values).
+        # rank, max_iter, reg_param, alpha: chosen on validation (see the comment above MODELS in models/registry.py).
         self._setDefault(
             rank=68,
             max_iter=7,

@@ -93,9 +93,8 @@ class ItemCFParams(Params):
 
     def __init__(self, *args):
         super().__init__(*args)
-        # shrinkage and min_cooccurrence: the best mean validation NDCG@20 over ml-latest-small and ml-100k
-        # (benchmarks/choose_defaults.py; that trial's exact values). That trial had 38 neighbours; 100 lists the same
-        # top 20 and keeps a few hundred candidates possible (only last_item's neighbours are recommended).
+        # shrinkage, min_cooccurrence: chosen on validation (see the comment above MODELS in models/registry.py).
+        # That trial had 38 neighbours; 100 ranks the same top 20 and keeps a few hundred candidates possible.
         self._setDefault(k_neighbours=100, max_items_per_user=None, min_cooccurrence=1, shrinkage=0.45357351425413195, seed=0)
 
 

@@ -53,9 +53,10 @@ two-tower) and popularity as the fallback, fixed by registration order, not by a
 the single rows, a merged row takes instead the best row on validation of each of these families
 (``tuning.with_tuned_channels``). The quota row gives each channel an equal share until shares are tuned."""
 # A row's settings (its class's defaults, then its preset) are, of the settings `spark-retrieval tune` tried on
-# both ml-latest-small and ml-100k with seed 0, the best mean validation NDCG@20 (benchmarks/choose_defaults.py,
-# that trial's exact values); a two-tower row's epochs are its best epoch on ml-latest-small's validation. The merged
-# rows keep equal weights: their tuned weights belong to the channels their tuning run chose.
+# both ml-latest-small and ml-100k with seed 0, the best mean validation NDCG@20 (benchmarks/choose_defaults.py;
+# the trial's exact values: rounding them changes a trained row). A two-tower row's epochs are its best epoch on
+# ml-latest-small's validation. No test metric played a part. The merged rows keep equal weights: their tuned
+# weights belong to the channels their tuning run chose.
 MODELS: dict[str, RegisteredModel] = {
     entry.name: entry
     for entry in (

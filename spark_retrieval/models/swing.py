@@ -93,8 +93,7 @@ class SwingParams(Params):
 
     def __init__(self, *args):
         super().__init__(*args)
-        # alpha, user_alpha, user_beta: the best mean validation NDCG@20 over ml-latest-small and ml-100k
-        # (benchmarks/choose_defaults.py; that trial's exact values).
+        # alpha, user_alpha, user_beta: chosen on validation (see the comment above MODELS in models/registry.py).
         self._setDefault(
             alpha=8.150455103169143,
             user_alpha=20.406969422608224,

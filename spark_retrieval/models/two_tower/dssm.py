@@ -58,10 +58,8 @@ class DSSMNetwork(TwoTowerNetwork):
 class DSSMParams(TwoTowerParams):
     """DSSM's parameters and defaults (the shared ones included), for ``DSSM`` and ``DSSMModel``.
 
-    The defaults are sampled softmax's benchmark row: of the settings ``spark-retrieval tune`` tried on both
-    ml-latest-small and ml-100k, the best mean validation NDCG@20 (``benchmarks/choose_defaults.py``; the
-    trial's exact values), epochs = the best epoch on ml-latest-small's validation. The BCE rows set their own
-    (``spark_retrieval/models/registry.py``). Test metrics played no part; see ``README.md`` here.
+    The defaults are sampled softmax's benchmark row, chosen on validation like every row's settings (how: the
+    comment above ``MODELS`` in ``spark_retrieval/models/registry.py``, where the BCE rows set their own).
     """
 
     loss = param(

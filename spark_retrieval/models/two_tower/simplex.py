@@ -62,9 +62,8 @@ class SimpleXNetwork(TwoTowerNetwork):
 class SimpleXParams(TwoTowerParams):
     """SimpleX's parameters and defaults (the shared ones included), for ``SimpleX`` and ``SimpleXModel``.
 
-    The defaults are, of the settings ``spark-retrieval tune`` tried on both ml-latest-small and ml-100k, the
-    best mean validation NDCG@20 (``benchmarks/choose_defaults.py``; the trial's exact values), epochs = the best
-    epoch on ml-latest-small's validation. Test metrics played no part; see ``README.md`` here.
+    The defaults are the benchmark row's settings, chosen on validation (how: the comment above ``MODELS`` in
+    ``spark_retrieval/models/registry.py``).
     """
 
     gate = param("gate", "g: weight of the user embedding against the aggregated history (0..1)", number(at_least=0, at_most=1))
