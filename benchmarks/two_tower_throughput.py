@@ -2,8 +2,11 @@
 
     .venv/bin/python benchmarks/two_tower_throughput.py --runs 3 [--examples 100000] [--losses bce,sampled_softmax,ccl]
 
-For every loss, on the same synthetic examples, the same network and the same torch threads (the machine's
-cores, as a single training process on this host gets them), each run measures samples/s of:
+For every loss, on the same synthetic examples, the same network, the same torch threads (the machine's
+cores, as a single training process on this host gets them) and the same CPU kernels (this script pins
+``ATEN_CPU_CAPABILITY=avx2`` before torch runs anything, as every training process does; left unpinned, the
+two in-process columns would run AVX-512 kernels on an AVX-512 CPU and the Horovod column AVX2 ones), each
+run measures samples/s of:
 
   plain loop   the objective and Adam stepped over batches already in memory as tensors: no files, no
                shuffling, no collectives, torch's default (non-deterministic) kernels. The ceiling.
@@ -30,12 +33,13 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 import torch
 
 import _harness
 from spark_retrieval.data.sampling import NEGATIVE_ITEMS
 from spark_retrieval.models.two_tower.losses import TrainingObjective
-from spark_retrieval.models.two_tower.network import build_network, network_spec
+from spark_retrieval.models.two_tower.network import build_network, network_spec, pin_cpu_capability
 from spark_retrieval.models.two_tower.schema import encoded_column, load_schema
 from spark_retrieval.models.two_tower.shards import list_parquet_files
 from spark_retrieval.models.two_tower.training import TrainingJob, load_item_table, threads_per_process, train_on_rank
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--losses", default=",".join(LOSSES))
     parser.add_argument("--no-horovod", action="store_true", help="leave out the Horovod x1 column")
     args = parser.parse_args(argv)
+    pin_cpu_capability()  # before torch runs any operation: the kernels the training processes run
     losses = [loss.strip() for loss in args.losses.split(",")]
     unknown = [loss for loss in losses if loss not in LOSSES]
     if unknown:
@@ -188,10 +193,11 @@ def main(argv: list[str] | None = None) -> None:
                 "loss": loss, "family": family, "negatives": negatives, "examples": args.examples,
                 "batch_size": args.batch_size, "epochs": args.epochs, "threads": threads, "rates": rates,
                 "medians": medians[loss], "ratios": ratios, "torch": torch.__version__,
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             })
     worst = {loss: min(m[c] / m["plain"] for c in columns[1:]) for loss, m in medians.items()}
     print(
-        f"{threads} torch threads, batch {args.batch_size}, {args.examples:,} examples, median of {args.runs}: "
+        f"{threads} torch threads, CPU kernels {torch.backends.cpu.get_cpu_capability()}, batch {args.batch_size}, {args.examples:,} examples, median of {args.runs}: "
         "smallest library / plain ratio per loss: " + ", ".join(f"{loss} {ratio:.2f}" for loss, ratio in worst.items())
         + f"; over all losses {min(worst.values()):.2f}x"
     )

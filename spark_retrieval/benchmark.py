@@ -30,7 +30,7 @@ from .significance import (
     HEADLINE_METRIC,
     bootstrap_intervals,
     check_resamples,
-    paired_differences,
+    paired_differences_many,
 )
 
 
@@ -294,30 +294,37 @@ def compare_with_best(
     each longer K of ``per_query_longer`` (``{model: {K: per-query rows}}``) ``at_k[K]["vs_best_channel"]``
     against the best channel at that K."""
     best = max(rows, key=lambda row: row[HEADLINE_METRIC])  # max keeps the first of equal rows
+    pairs: dict[tuple, tuple[DataFrame, DataFrame]] = {}  # (row, K or None, baseline) -> per-query frames
     for row in rows:
-        if row is best:
-            row["vs_best"] = {"baseline": best["model"], "best": True}
-            continue
-        progress(f"paired bootstrap: {row['model']} against {best['model']}")
-        differences = paired_differences(
-            per_query_of[row["model"]], per_query_of[best["model"]], resamples=resamples, seed=seed
-        )
-        row["vs_best"] = {"baseline": best["model"], "best": False, **differences}
+        if row is not best:
+            pairs[(row["model"], None, best["model"])] = (per_query_of[row["model"]], per_query_of[best["model"]])
     by_model = {row["model"]: row for row in rows}
     for row in rows:  # a merged row against the best of its channels that ran as rows: does merging add anything?
         channels = [name for name in (row.get("channel_analysis") or {}).get("channels", ()) if name in by_model]
         if not channels:
             continue
         channel = max(channels, key=lambda name: by_model[name][HEADLINE_METRIC])
-        progress(f"paired bootstrap: {row['model']} against its best channel, {channel}")
-        differences = paired_differences(per_query_of[row["model"]], per_query_of[channel], resamples=resamples, seed=seed)
-        row["vs_best_channel"] = {"baseline": channel, **differences}
+        pairs[(row["model"], "channel", channel)] = (per_query_of[row["model"]], per_query_of[channel])
         for each_k, per_query in ((per_query_longer or {}).get(row["model"]) or {}).items():
-            at = str(each_k)
-            channel = max(channels, key=lambda name: by_model[name]["at_k"][at][HEADLINE_METRIC])
-            progress(f"paired bootstrap at K={each_k}: {row['model']} against its best channel, {channel}")
-            differences = paired_differences(per_query, per_query_longer[channel][each_k], resamples=resamples, seed=seed)
-            row["at_k"][at]["vs_best_channel"] = {"baseline": channel, **differences}
+            channel = max(channels, key=lambda name: by_model[name]["at_k"][str(each_k)][HEADLINE_METRIC])
+            pairs[(row["model"], each_k, channel)] = (per_query, per_query_longer[channel][each_k])
+    if pairs:
+        progress(
+            f"paired bootstrap: {len(pairs)} comparison(s) in one job (every row against {best['model']}, "
+            "merged rows against their best channel)"
+        )
+    differences = paired_differences_many(pairs, resamples=resamples, seed=seed)
+    for row in rows:
+        if row is best:
+            row["vs_best"] = {"baseline": best["model"], "best": True}
+    for (model, kind, baseline), values in differences.items():
+        row = by_model[model]
+        if kind is None:
+            row["vs_best"] = {"baseline": baseline, "best": False, **values}
+        elif kind == "channel":
+            row["vs_best_channel"] = {"baseline": baseline, **values}
+        else:
+            row["at_k"][str(kind)]["vs_best_channel"] = {"baseline": baseline, **values}
 
 
 def parse_ks(k: int | Sequence[int] | str) -> list[int]:

@@ -6,7 +6,8 @@ query ``q`` gets the weight ``w ~ Poisson(1)``, drawn by inverting the Poisson C
 order, and the same seed gives every model the same weights, so a paired difference resamples the same
 queries on both sides (a model against itself: exactly 0, interval [0, 0]). All resamples are one
 aggregation (``explode(sequence(-1, B - 1))`` then ``groupBy(b)``; ``b = -1`` is the sample itself, weight
-1): only ``B + 1`` rows of weighted sums reach the driver, never the per-query rows. Each weighted value is
+1): only ``B + 1`` rows of weighted sums (per pair, for several paired comparisons at once) reach the
+driver, never the per-query rows. Each weighted value is
 rounded once to 1e-12 (``RESAMPLE_SUM``) and summed exactly, so the intervals are the same bytes on any
 cluster layout (``evaluation.evaluate`` sums at 1e-18; the coarser, long-backed decimal halves the cost of
 the B-fold aggregation and moves a mean by under 1e-12).
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -87,16 +88,19 @@ def _check(resamples: int, confidence: float) -> None:
         raise InvalidParameterError(f"confidence must be a float in (0, 1), got {confidence!r}")
 
 
-def resampled_sums(frame: DataFrame, columns: Sequence[str], resamples: int, seed: int) -> DataFrame:
-    """Lazy: one row per resample ``_b`` in ``-1 .. resamples - 1`` with ``_w`` = Σ weights and, per column,
-    the exact Σ weight·value. ``_b = -1`` weighs every query 1 (the sample's own sums)."""
-    require_columns(frame, (QUERY_ID, *columns), "per-query metrics")
+def resampled_sums(
+    frame: DataFrame, columns: Sequence[str], resamples: int, seed: int, keys: Sequence[str] = ()
+) -> DataFrame:
+    """Lazy: one row per resample ``_b`` in ``-1 .. resamples - 1`` (and per value of the ``keys`` columns)
+    with ``_w`` = Σ weights and, per column, the exact Σ weight·value. ``_b = -1`` weighs every query 1 (the
+    sample's own sums)."""
+    require_columns(frame, (QUERY_ID, *keys, *columns), "per-query metrics")
     exploded = frame.select(
-        QUERY_ID, *columns, F.explode(F.sequence(F.lit(-1), F.lit(resamples - 1))).alias("_b")
+        QUERY_ID, *keys, *columns, F.explode(F.sequence(F.lit(-1), F.lit(resamples - 1))).alias("_b")
     )
     weight = F.when(F.col("_b") < 0, F.lit(1)).otherwise(poisson_weight(seed, F.col("_b"), F.col(QUERY_ID)))
-    weighted = exploded.select("_b", weight.alias("_w"), *columns).where(F.col("_w") > 0)
-    return weighted.groupBy("_b").agg(
+    weighted = exploded.select(*keys, "_b", weight.alias("_w"), *columns).where(F.col("_w") > 0)
+    return weighted.groupBy(*keys, "_b").agg(
         F.sum(F.col("_w").cast("long")).alias("_w"),
         *[F.sum((F.col(name) * F.col("_w")).cast(RESAMPLE_SUM)).alias(name) for name in columns],
     )
@@ -114,17 +118,30 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def _means(frame: DataFrame, columns: Sequence[str], resamples: int, seed: int) -> tuple[dict, list[dict]]:
     """(the sample's means and query count, the resamples' means), the only rows that reach the driver."""
-    rows = resampled_sums(frame, columns, resamples, seed).collect()  # resamples + 1 rows at most
-    sample, draws = None, []
+    return _means_by(frame, columns, resamples, seed)[None]
+
+
+def _means_by(
+    frame: DataFrame, columns: Sequence[str], resamples: int, seed: int, key: str | None = None
+) -> dict[Any, tuple[dict, list[dict]]]:
+    """``_means`` per value of the ``key`` column (``{None: …}`` without one), from one aggregation."""
+    keys = [key] if key else []
+    rows = resampled_sums(frame, columns, resamples, seed, keys).collect()  # (resamples + 1) per key value
+    samples: dict[Any, dict] = {}
+    draws: dict[Any, list] = {}
     for row in rows:
+        group = row[key] if key else None
         means = {name: float(Decimal(row[name]) / row["_w"]) for name in columns}
         if row["_b"] < 0:
-            sample = {**means, "queries": int(row["_w"])}
+            samples[group] = {**means, "queries": int(row["_w"])}
         else:
-            draws.append((row["_b"], means))
-    if sample is None:
+            draws.setdefault(group, []).append((row["_b"], means))
+    if not samples or set(draws) - set(samples):
         raise EmptyDataError("no queries to bootstrap over")
-    return sample, [means for _, means in sorted(draws, key=lambda draw: draw[0])]
+    return {
+        group: (sample, [means for _, means in sorted(draws.get(group, []), key=lambda draw: draw[0])])
+        for group, sample in samples.items()
+    }
 
 
 def _interval(draws: list[dict], name: str, confidence: float) -> tuple[float, float]:
@@ -162,22 +179,50 @@ def paired_differences(
     """``{metric: {"difference", "ci_low", "ci_high", "excludes_zero"}}`` of ``per_query`` minus ``baseline``
     on the queries both hold (joined on ``query_id``): the mean per-query difference and its paired bootstrap
     interval (the same weights on both sides). ``excludes_zero``: the interval lies strictly on one side of 0."""
+    return paired_differences_many({0: (per_query, baseline)}, metrics, resamples, seed, confidence)[0]
+
+
+def paired_differences_many(
+    pairs: Mapping[Hashable, tuple[DataFrame, DataFrame]],
+    metrics: Sequence[str] = METRICS,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> dict[Hashable, dict[str, dict[str, Any]]]:
+    """``paired_differences`` of every ``{label: (per_query, baseline)}`` pair, in one Spark aggregation over
+    their union (one job instead of one per pair): the same numbers, to the bit, as one call per pair, since a
+    query's weights depend only on (seed, resample, query) and the sums are exact."""
     _check(resamples, confidence)
-    require_columns(baseline, (QUERY_ID, *metrics), "baseline per-query metrics")
-    require_columns(per_query, (QUERY_ID, *metrics), "per-query metrics")
-    ours = per_query.select(QUERY_ID, *[F.col(name).alias(f"_a_{name}") for name in metrics])
-    theirs = baseline.select(QUERY_ID, *[F.col(name).alias(f"_b_{name}") for name in metrics])
-    differences = ours.join(theirs, QUERY_ID, "inner").select(
-        QUERY_ID, *[(F.col(f"_a_{name}") - F.col(f"_b_{name}")).alias(name) for name in metrics]
-    )
-    sample, draws = _means(differences, list(metrics), resamples, seed)
-    result = {}
-    for name in metrics:
-        low, high = _interval(draws, name, confidence)
-        result[name] = {
-            "difference": sample[name],
-            "ci_low": low,
-            "ci_high": high,
-            "excludes_zero": bool(low > 0.0 or high < 0.0),
-        }
-    return result
+    if not pairs:
+        return {}
+    labels = list(pairs)
+    differences = None
+    for index, label in enumerate(labels):
+        per_query, baseline = pairs[label]
+        require_columns(baseline, (QUERY_ID, *metrics), "baseline per-query metrics")
+        require_columns(per_query, (QUERY_ID, *metrics), "per-query metrics")
+        ours = per_query.select(QUERY_ID, *[F.col(name).alias(f"_a_{name}") for name in metrics])
+        theirs = baseline.select(QUERY_ID, *[F.col(name).alias(f"_b_{name}") for name in metrics])
+        pair = ours.join(theirs, QUERY_ID, "inner").select(
+            F.lit(index).alias("_pair"),
+            QUERY_ID,
+            *[(F.col(f"_a_{name}") - F.col(f"_b_{name}")).alias(name) for name in metrics],
+        )
+        differences = pair if differences is None else differences.unionByName(pair)
+    means = _means_by(differences, list(metrics), resamples, seed, key="_pair")
+    results = {}
+    for index, label in enumerate(labels):
+        if index not in means:
+            raise EmptyDataError(f"no queries to bootstrap over ({label} and its baseline share none)")
+        sample, draws = means[index]
+        result = {}
+        for name in metrics:
+            low, high = _interval(draws, name, confidence)
+            result[name] = {
+                "difference": sample[name],
+                "ci_low": low,
+                "ci_high": high,
+                "excludes_zero": bool(low > 0.0 or high < 0.0),
+            }
+        results[label] = result
+    return results

@@ -131,7 +131,7 @@ def test_backend_failure_messages_become_training_failed_errors():
 
 def test_default_num_proc_and_nics_follow_the_session(spark):
     assert local_cores(spark) == 2  # the fixture's local[2]
-    assert default_num_proc(spark) == 2
+    assert default_num_proc(spark) == 1  # one process, both cores as its threads
     assert default_nics(spark) == ["lo"]
 
 

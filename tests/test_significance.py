@@ -21,6 +21,7 @@ from spark_retrieval.significance import (
     bootstrap_intervals,
     check_resamples,
     paired_differences,
+    paired_differences_many,
     percentile,
 )
 
@@ -89,6 +90,19 @@ def test_paired_difference_sees_a_real_gap_and_not_a_fake_one(spark):
     assert result["difference"] == 0.0 and not result["excludes_zero"]
 
 
+def test_paired_differences_many_equal_one_call_per_pair(spark):
+    base = hit_frame(spark, seed=1)
+    other = hit_frame(spark, seed=2)
+    subset = hit_frame(spark, seed=3).where(F.col(QUERY_ID) % 2 == 1)  # shares half the queries
+    pairs = {"other": (other, base), "subset": (subset, base), "self": (base, base)}
+    together = paired_differences_many(pairs, metrics=("hit_rate", "ndcg"), resamples=60, seed=5)
+    assert list(together) == list(pairs)
+    for label, (frame, baseline) in pairs.items():
+        alone = paired_differences(frame, baseline, metrics=("hit_rate", "ndcg"), resamples=60, seed=5)
+        assert json.dumps(together[label]) == json.dumps(alone)  # to the bit
+    assert together["subset"] != together["other"]
+
+
 def test_same_seed_same_bytes_other_seed_other_interval(spark):
     frame = hit_frame(spark)
     first = json.dumps(bootstrap_intervals(frame, metrics=("hit_rate", "ndcg"), resamples=100, seed=11))
@@ -140,7 +154,8 @@ def without_wall_clock(result) -> str:
 def test_benchmark_intervals_without_per_query_rows_on_the_driver(spark, bundled, monkeypatch):
     """Intervals, paired comparisons and seeds on the bundled data, twice with the same seeds: the same JSON.
     While the benchmark computes its intervals and comparisons, every collect on the driver returns at most
-    ``resamples + 1`` rows, fewer than the queries, and nothing is pulled with toPandas / toLocalIterator
+    ``resamples + 1`` rows per statistic it computes (one interval, or the two comparisons at once), fewer
+    than the queries, and nothing is pulled with toPandas / toLocalIterator
     (the models' own small collects, Item CF's per-item norms, are not the statistics' business)."""
     import spark_retrieval.benchmark as benchmark
 
@@ -175,7 +190,7 @@ def test_benchmark_intervals_without_per_query_rows_on_the_driver(spark, bundled
     monkeypatch.setattr(DataFrame, "toPandas", refusing(DataFrame.toPandas))
     monkeypatch.setattr(DataFrame, "toLocalIterator", refusing(DataFrame.toLocalIterator))
     monkeypatch.setattr(benchmark, "bootstrap_intervals", guarded(benchmark.bootstrap_intervals))
-    monkeypatch.setattr(benchmark, "paired_differences", guarded(benchmark.paired_differences))
+    monkeypatch.setattr(benchmark, "paired_differences_many", guarded(benchmark.paired_differences_many))
     # A small ALS (the registry's is rank 64, 15 iterations): the stochastic row, fitted once per seed.
     monkeypatch.setitem(MODELS, "als", RegisteredModel("als", "spark_retrieval.models.als:ALS", {"rank": 8, "max_iter": 3}))
     models = ["global_hot", "item_cf", "als"]
@@ -184,9 +199,9 @@ def test_benchmark_intervals_without_per_query_rows_on_the_driver(spark, bundled
         for _ in range(2)
     ]
     monkeypatch.undo()
-    assert len(collected) == 2 * (3 + 2)  # per run: three rows' intervals, two paired comparisons
+    assert len(collected) == 2 * (3 + 1)  # per run: three rows' intervals, the two paired comparisons in one job
     queries = runs[0].results[0]["queries"]
-    assert queries > resamples + 1 and collected and max(collected) <= resamples + 1
+    assert queries > 2 * (resamples + 1) and collected and max(collected) <= 2 * (resamples + 1)
     assert without_wall_clock(runs[0]) == without_wall_clock(runs[1])
 
     document = runs[0].to_json()

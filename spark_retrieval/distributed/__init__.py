@@ -141,9 +141,14 @@ def local_cores(spark: SparkSession) -> int | None:
 
 
 def default_num_proc(spark: SparkSession) -> int:
-    """One process per core the cluster offers (``local[N]``: N; a cluster: ``defaultParallelism``), at most 8."""
-    cores = local_cores(spark) or spark.sparkContext.defaultParallelism
-    return max(1, min(cores, MAX_DEFAULT_NUM_PROC))
+    """A local master: 1, a process that uses all the host's cores as torch threads. More processes on one
+    host only split its cores, and each repeats the per-step work that does not shrink with its share of the
+    batch (the item tower over the batch's distinct items, the optimizer step over every parameter, the
+    gradient exchange); measured in BENCHMARKS.md (one or two training processes on one host).
+    A cluster: one process per core it offers (``defaultParallelism``), at most 8."""
+    if local_cores(spark) is not None:
+        return 1
+    return max(1, min(spark.sparkContext.defaultParallelism, MAX_DEFAULT_NUM_PROC))
 
 
 def check_local_slots(spark: SparkSession, num_proc: int) -> None:

@@ -125,6 +125,8 @@ class HorovodCollective:
         self.local_size = hvd.local_size()
 
     def prepare(self, module, optimizer):
+        if self.size == 1:  # nothing to sync or average; the wrapper would still queue every gradient per step
+            return module, optimizer
         self.hvd.broadcast_parameters(module.state_dict(), root_rank=0)
         distributed = self.hvd.DistributedOptimizer(optimizer, named_parameters=module.named_parameters())
         return module, distributed

@@ -152,6 +152,8 @@ class TorchCollective:
         self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.size))
 
     def prepare(self, module, optimizer):
+        if self.size == 1:  # nothing to sync or average
+            return module, optimizer
         # DDP broadcasts rank 0's parameters at construction and averages gradients in backward.
         return DistributedDataParallel(module), optimizer
 

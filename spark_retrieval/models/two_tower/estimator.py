@@ -90,7 +90,9 @@ class TwoTowerParams(Params):
         one_of(AUTO, *BACKENDS),
     )
     num_proc = param(
-        "num_proc", "training processes (None: one per core the cluster offers, at most 8)", integer(at_least=1)
+        "num_proc",
+        "training processes (None: 1 on a local master, using all its cores; on a cluster one per core it offers, at most 8)",
+        integer(at_least=1),
     )
     nics = param(
         "nics", "network interfaces for the collectives (None: ['lo'] when the driver is on loopback)", text_list
