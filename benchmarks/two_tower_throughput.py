@@ -33,7 +33,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 import torch
 
 import _harness

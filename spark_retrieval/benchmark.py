@@ -296,7 +296,9 @@ def compare_with_best(
     best = max(rows, key=lambda row: row[HEADLINE_METRIC])  # max keeps the first of equal rows
     pairs: dict[tuple, tuple[DataFrame, DataFrame]] = {}  # (row, K or None, baseline) -> per-query frames
     for row in rows:
-        if row is not best:
+        if row is best:
+            row["vs_best"] = {"baseline": best["model"], "best": True}
+        else:
             pairs[(row["model"], None, best["model"])] = (per_query_of[row["model"]], per_query_of[best["model"]])
     by_model = {row["model"]: row for row in rows}
     for row in rows:  # a merged row against the best of its channels that ran as rows: does merging add anything?
@@ -314,9 +316,6 @@ def compare_with_best(
             "merged rows against their best channel)"
         )
     differences = paired_differences_many(pairs, resamples=resamples, seed=seed)
-    for row in rows:
-        if row is best:
-            row["vs_best"] = {"baseline": best["model"], "best": True}
     for (model, kind, baseline), values in differences.items():
         row = by_model[model]
         if kind is None:
