@@ -19,6 +19,7 @@ from .channel_analysis import channel_analysis
 from .columns import ITEM_ID, USER_ID
 from .data.split import temporal_split
 from .evaluation import METRICS, catalog_coverage, mean_metrics, per_query_metrics
+from .host import cpu_model
 from .models.multi_channel import NOT_FITTED, ChannelCache, MultiChannel, MultiChannelModel
 from .models.registry import build_estimator, resolve_models
 from .progress import SILENT, Progress
@@ -28,9 +29,8 @@ from .significance import (
     CONFIDENCE,
     DEFAULT_RESAMPLES,
     HEADLINE_METRIC,
-    bootstrap_intervals,
+    bootstrap_many,
     check_resamples,
-    paired_differences_many,
 )
 
 
@@ -166,6 +166,8 @@ def run_benchmark(
                     longest = model.recommend(test, max(ks))
                     if len(ks) > 1:
                         longest = longest.persist(StorageLevel.MEMORY_AND_DISK)
+                    if first:  # the merged rows merge this list instead of recommending it again
+                        channels.offer_list(model, test, max(ks), longest)
                     at_k = {each_k: longest for each_k in ks}
                 recommendations = at_k[k]
                 per_query = per_query_metrics(recommendations, test, k)
@@ -174,9 +176,6 @@ def run_benchmark(
                     per_query_of[name] = per_query
                 metrics = mean_metrics(per_query)  # also fills the persisted per-query rows, before unpersist
                 metrics["coverage"] = catalog_coverage(recommendations, catalog, k)
-                intervals = None
-                if first and bootstrap:
-                    intervals = bootstrap_intervals(per_query, resamples=bootstrap, seed=seed)
                 longer = {}
                 for each_k in ks[1:]:
                     per_query_at = per_query_metrics(at_k[each_k], test, each_k)
@@ -193,14 +192,13 @@ def run_benchmark(
                     progress(f"analysing the channels of {name}")
                     analysis = {each_k: channel_analysis(lists, test, each_k, merged=at_k[each_k]) for each_k in ks}
                 for frame in {id(f): f for f in at_k.values()}.values():
-                    frame.unpersist()
+                    if not channels.holds_list(frame):
+                        frame.unpersist()
                 if not isinstance(model, MultiChannelModel) and not channels.holds(model):
                     model.unpersist()  # a merged row's channels stay in the cache until the end
                 runs.append({"seed": run_seed, **metrics})
                 if first:
                     row = {"model": name, **metrics, "fit_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
-                    if intervals is not None:
-                        row["ci"] = {key: {"ci_low": v["ci_low"], "ci_high": v["ci_high"]} for key, v in intervals.items()}
                     if longer:
                         row["at_k"] = {str(each_k): values for each_k, values in longer.items()}
                     if analysis:
@@ -288,11 +286,12 @@ def compare_with_best(
     progress: Progress,
     per_query_longer: Mapping[str, Mapping[int, DataFrame]] | None = None,
 ) -> None:
-    """Add ``vs_best`` to every row: the paired bootstrap difference, row minus the best row by
+    """Add ``ci`` to every row (the bootstrap interval of each metric over its queries) and ``vs_best``: the
+    paired bootstrap difference, row minus the best row by
     ``HEADLINE_METRIC`` (the first such row on a tie), per metric, on the same queries; and to each merged row
     ``vs_best_channel``: the same against the best of its channels that ran as rows of this benchmark, and at
     each longer K of ``per_query_longer`` (``{model: {K: per-query rows}}``) ``at_k[K]["vs_best_channel"]``
-    against the best channel at that K."""
+    against the best channel at that K. All of them come from one Spark job."""
     best = max(rows, key=lambda row: row[HEADLINE_METRIC])  # max keeps the first of equal rows
     pairs: dict[tuple, tuple[DataFrame, DataFrame]] = {}  # (row, K or None, baseline) -> per-query frames
     for row in rows:
@@ -310,12 +309,15 @@ def compare_with_best(
         for each_k, per_query in ((per_query_longer or {}).get(row["model"]) or {}).items():
             channel = max(channels, key=lambda name: by_model[name]["at_k"][str(each_k)][HEADLINE_METRIC])
             pairs[(row["model"], each_k, channel)] = (per_query, per_query_longer[channel][each_k])
-    if pairs:
-        progress(
-            f"paired bootstrap: {len(pairs)} comparison(s) in one job (every row against {best['model']}, "
-            "merged rows against their best channel)"
-        )
-    differences = paired_differences_many(pairs, resamples=resamples, seed=seed)
+    progress(
+        f"bootstrap: {len(rows)} interval(s) and {len(pairs)} paired comparison(s) in one job (every row against "
+        f"{best['model']}, merged rows against their best channel)"
+    )
+    intervals, differences = bootstrap_many(
+        {row["model"]: per_query_of[row["model"]] for row in rows}, pairs, resamples=resamples, seed=seed
+    )
+    for row in rows:
+        row["ci"] = {key: {"ci_low": v["ci_low"], "ci_high": v["ci_high"]} for key, v in intervals[row["model"]].items()}
     for (model, kind, baseline), values in differences.items():
         row = by_model[model]
         if kind is None:
@@ -352,14 +354,10 @@ def run_environment() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as stream:
-            cpu = next((line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")), cpu)
     return {
         "python": platform.python_version(),
         "versions": versions,
-        "cpu_model": cpu,
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "variables": {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES},

@@ -116,15 +116,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * fraction
 
 
-def _means(frame: DataFrame, columns: Sequence[str], resamples: int, seed: int) -> tuple[dict, list[dict]]:
-    """(the sample's means and query count, the resamples' means), the only rows that reach the driver."""
-    return _means_by(frame, columns, resamples, seed)[None]
-
-
 def _means_by(
     frame: DataFrame, columns: Sequence[str], resamples: int, seed: int, key: str | None = None
 ) -> dict[Any, tuple[dict, list[dict]]]:
-    """``_means`` per value of the ``key`` column (``{None: …}`` without one), from one aggregation."""
+    """Per value of the ``key`` column (``{None: …}`` without one), from one aggregation: (the sample's means and
+    query count, the resamples' means); only these rows reach the driver."""
     keys = [key] if key else []
     rows = resampled_sums(frame, columns, resamples, seed, keys).collect()  # (resamples + 1) per key value
     samples: dict[Any, dict] = {}
@@ -159,13 +155,7 @@ def bootstrap_intervals(
 ) -> dict[str, dict[str, float]]:
     """``{metric: {"value", "ci_low", "ci_high"}}``: each metric's mean over the queries of ``per_query`` (one
     row per ``query_id``, as ``evaluation.per_query_metrics`` gives) and its bootstrap interval."""
-    _check(resamples, confidence)
-    sample, draws = _means(per_query, list(metrics), resamples, seed)
-    result = {}
-    for name in metrics:
-        low, high = _interval(draws, name, confidence)
-        result[name] = {"value": sample[name], "ci_low": low, "ci_high": high}
-    return result
+    return bootstrap_many({0: per_query}, {}, metrics, resamples, seed, confidence)[0][0]
 
 
 def paired_differences(
@@ -189,29 +179,57 @@ def paired_differences_many(
     seed: int = 0,
     confidence: float = CONFIDENCE,
 ) -> dict[Hashable, dict[str, dict[str, Any]]]:
-    """``paired_differences`` of every ``{label: (per_query, baseline)}`` pair, in one Spark aggregation over
-    their union (one job instead of one per pair): the same numbers, to the bit, as one call per pair, since a
-    query's weights depend only on (seed, resample, query) and the sums are exact."""
+    """``paired_differences`` of every ``{label: (per_query, baseline)}`` pair, in one Spark aggregation."""
+    return bootstrap_many({}, pairs, metrics, resamples, seed, confidence)[1]
+
+
+def bootstrap_many(
+    samples: Mapping[Hashable, DataFrame],
+    pairs: Mapping[Hashable, tuple[DataFrame, DataFrame]],
+    metrics: Sequence[str] = METRICS,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> tuple[dict[Hashable, dict[str, dict[str, float]]], dict[Hashable, dict[str, dict[str, Any]]]]:
+    """(``bootstrap_intervals`` of every ``{label: per_query}`` sample, ``paired_differences`` of every
+    ``{label: (per_query, baseline)}`` pair), all from one Spark aggregation over their union (one job instead
+    of one per statistic). The same numbers, to the bit, as one call per statistic: a query's weights depend
+    only on (seed, resample, query) and the sums are exact."""
     _check(resamples, confidence)
-    if not pairs:
-        return {}
-    labels = list(pairs)
-    differences = None
-    for index, label in enumerate(labels):
+    if not samples and not pairs:
+        return {}, {}
+    parts = []
+    sample_labels, pair_labels = list(samples), list(pairs)
+    for index, label in enumerate(sample_labels):
+        per_query = samples[label]
+        require_columns(per_query, (QUERY_ID, *metrics), "per-query metrics")
+        parts.append(per_query.select(F.lit(index).alias("_part"), QUERY_ID, *metrics))
+    for index, label in enumerate(pair_labels, start=len(sample_labels)):
         per_query, baseline = pairs[label]
         require_columns(baseline, (QUERY_ID, *metrics), "baseline per-query metrics")
         require_columns(per_query, (QUERY_ID, *metrics), "per-query metrics")
         ours = per_query.select(QUERY_ID, *[F.col(name).alias(f"_a_{name}") for name in metrics])
         theirs = baseline.select(QUERY_ID, *[F.col(name).alias(f"_b_{name}") for name in metrics])
-        pair = ours.join(theirs, QUERY_ID, "inner").select(
-            F.lit(index).alias("_pair"),
+        parts.append(ours.join(theirs, QUERY_ID, "inner").select(
+            F.lit(index).alias("_part"),
             QUERY_ID,
             *[(F.col(f"_a_{name}") - F.col(f"_b_{name}")).alias(name) for name in metrics],
-        )
-        differences = pair if differences is None else differences.unionByName(pair)
-    means = _means_by(differences, list(metrics), resamples, seed, key="_pair")
-    results = {}
-    for index, label in enumerate(labels):
+        ))
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    means = _means_by(union, list(metrics), resamples, seed, key="_part")
+    intervals = {}
+    for index, label in enumerate(sample_labels):
+        if index not in means:
+            raise EmptyDataError(f"no queries to bootstrap over ({label})")
+        sample, draws = means[index]
+        intervals[label] = {}
+        for name in metrics:
+            low, high = _interval(draws, name, confidence)
+            intervals[label][name] = {"value": sample[name], "ci_low": low, "ci_high": high}
+    differences = {}
+    for index, label in enumerate(pair_labels, start=len(sample_labels)):
         if index not in means:
             raise EmptyDataError(f"no queries to bootstrap over ({label} and its baseline share none)")
         sample, draws = means[index]
@@ -224,5 +242,5 @@ def paired_differences_many(
                 "ci_high": high,
                 "excludes_zero": bool(low > 0.0 or high < 0.0),
             }
-        results[label] = result
-    return results
+        differences[label] = result
+    return intervals, differences

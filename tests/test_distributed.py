@@ -1,10 +1,12 @@
 """Two-tower training on 2 processes through Horovod and TorchDistributor (local[2]), and the launcher helpers."""
 
+import os
 import subprocess
 import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from spark_retrieval.columns import QUERY_ID, RECOMMENDATIONS
@@ -61,6 +63,71 @@ def test_horovod_two_ranks_end_with_identical_parameters(split):
     model = DSSM(**TINY, hidden_dims=[16, 8], start_timeout=120, **validated(train)).fit(train)
     assert_ranks_agree(model, test)
     assert model.metadata["training"]["backend"] == "horovod" and model.get("backend") == "auto"
+
+
+@pytest.mark.slow
+@requires_horovod
+def test_one_process_on_a_local_master_trains_in_a_child_process_like_one_horovod_process(split):
+    """auto + one process on local[2] is the ``process`` backend: a fresh process like Horovod's, the same weights."""
+    train, test = split
+    one_process = {key: value for key, value in TINY.items() if key != "num_proc"}
+    child = DSSM(**one_process, hidden_dims=[16, 8]).fit(train)
+    horovod = DSSM(**one_process, hidden_dims=[16, 8], backend="horovod", num_proc=1, start_timeout=120).fit(train)
+    trained = child.metadata["training"]
+    assert (trained["backend"], trained["num_proc"], child.get("backend")) == ("process", 1, "auto")
+    assert horovod.metadata["training"]["backend"] == "horovod"
+    assert trained["environment"]["torch_cpu_capability"] == horovod.metadata["training"]["environment"]["torch_cpu_capability"]
+    assert trained["parameter_hashes"] == horovod.metadata["training"]["parameter_hashes"]
+    assert len(child.recommend(test, 3).collect()) == test.count()
+
+
+def test_child_process_launcher_runs_the_function_in_another_process_and_reports_its_death(spark):
+    launcher = get_launcher("process", spark, 1)
+
+    def pid_and_sum(a, b):
+        import os
+
+        return os.getpid(), a + b
+
+    [(pid, total)] = launcher.run(pid_and_sum, 2, 3)
+    assert pid != os.getpid() and total == 5
+
+    def killed():
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(TrainingFailedError, match=r"rank 0\) ended with code -9: killed by signal 9") as raised:
+        launcher.run(killed)
+    assert (raised.value.rank, raised.value.exit_code) == (0, -9)
+    with pytest.raises(TrainingFailedError, match="code 1: an exception in the training function"):
+        launcher.run(lambda: 1 / 0)
+
+
+def test_a_child_training_process_exits_when_its_driver_is_killed(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    driver = (
+        "import os, time\n"
+        "from spark_retrieval.distributed.child_process import ChildProcessLauncher\n"
+        "def train():\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "ChildProcessLauncher().run(train)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", driver])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
 
 
 @pytest.mark.slow
@@ -142,6 +209,8 @@ def test_launcher_arguments_are_checked(spark):
         get_launcher("mpi", spark, 1)
     with pytest.raises(InvalidParameterError, match="one process"):
         get_launcher("local", spark, 2)
+    with pytest.raises(InvalidParameterError, match="one process"):
+        get_launcher("process", spark, 2)
     with pytest.raises(InvalidParameterError, match="task slot"):
         check_local_slots(spark, 3)
 

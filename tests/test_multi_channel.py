@@ -143,9 +143,15 @@ def test_a_merged_row_tunes_its_merge_on_validation_over_the_best_tuned_row_of_e
     assert fits == ["ItemCF", "ItemCF", "Swing", "Swing", "ItemCF" if winner == "item_cf" else "Swing"]  # one fit, both merged trials
 
     fits.clear()
+    recommended = []
+    recommend = RetrievalModel.recommend
+    monkeypatch.setattr(
+        RetrievalModel, "recommend", lambda self, queries, k: recommended.append(type(self).__name__) or recommend(self, queries, k)
+    )
     tuned = {name: {"params": model.params, "score": model.score} for name, model in result.models.items()}
     rows = run_benchmark(spark, ratings, "synthetic", ["item_cf", "swing", "rrf_small"], k=5, bootstrap=0, tuned=tuned).results
     assert fits == ["ItemCF", "Swing"]  # the merged row reuses the winner's own row
+    assert recommended == ["ItemCFModel", "SwingModel", "GlobalHotModel"]  # and its list: only global_hot's is new
     assert rows[2]["params_source"] == "tuned" and rows[2]["params"]["weights"] == chosen["weights"]
 
 

@@ -19,6 +19,7 @@ from spark_retrieval.models.registry import MODELS, RegisteredModel, build_estim
 from spark_retrieval.significance import (
     POISSON_CDF,
     bootstrap_intervals,
+    bootstrap_many,
     check_resamples,
     paired_differences,
     paired_differences_many,
@@ -103,6 +104,19 @@ def test_paired_differences_many_equal_one_call_per_pair(spark):
     assert together["subset"] != together["other"]
 
 
+def test_intervals_and_paired_differences_in_one_job_equal_one_call_each(spark):
+    base, other = hit_frame(spark, seed=1), hit_frame(spark, seed=2)
+    metrics = ("hit_rate", "ndcg")
+    intervals, differences = bootstrap_many(
+        {"base": base, "other": other}, {"other - base": (other, base)}, metrics=metrics, resamples=60, seed=5
+    )
+    for label, frame in (("base", base), ("other", other)):
+        assert json.dumps(intervals[label]) == json.dumps(bootstrap_intervals(frame, metrics=metrics, resamples=60, seed=5))
+    alone = paired_differences(other, base, metrics=metrics, resamples=60, seed=5)
+    assert json.dumps(differences["other - base"]) == json.dumps(alone)
+    assert intervals["base"] != intervals["other"]
+
+
 def test_same_seed_same_bytes_other_seed_other_interval(spark):
     frame = hit_frame(spark)
     first = json.dumps(bootstrap_intervals(frame, metrics=("hit_rate", "ndcg"), resamples=100, seed=11))
@@ -153,9 +167,9 @@ def without_wall_clock(result) -> str:
 @pytest.mark.slow
 def test_benchmark_intervals_without_per_query_rows_on_the_driver(spark, bundled, monkeypatch):
     """Intervals, paired comparisons and seeds on the bundled data, twice with the same seeds: the same JSON.
-    While the benchmark computes its intervals and comparisons, every collect on the driver returns at most
-    ``resamples + 1`` rows per statistic it computes (one interval, or the two comparisons at once), fewer
-    than the queries, and nothing is pulled with toPandas / toLocalIterator
+    The benchmark computes its intervals and comparisons in one job whose collect returns ``resamples + 1`` rows
+    per statistic (three intervals, two comparisons), fewer per statistic than the queries, and nothing is
+    pulled with toPandas / toLocalIterator
     (the models' own small collects, Item CF's per-item norms, are not the statistics' business)."""
     import spark_retrieval.benchmark as benchmark
 
@@ -189,8 +203,7 @@ def test_benchmark_intervals_without_per_query_rows_on_the_driver(spark, bundled
     monkeypatch.setattr(DataFrame, "collect", counting_collect)
     monkeypatch.setattr(DataFrame, "toPandas", refusing(DataFrame.toPandas))
     monkeypatch.setattr(DataFrame, "toLocalIterator", refusing(DataFrame.toLocalIterator))
-    monkeypatch.setattr(benchmark, "bootstrap_intervals", guarded(benchmark.bootstrap_intervals))
-    monkeypatch.setattr(benchmark, "paired_differences_many", guarded(benchmark.paired_differences_many))
+    monkeypatch.setattr(benchmark, "bootstrap_many", guarded(benchmark.bootstrap_many))
     # A small ALS (the registry's is rank 64, 15 iterations): the stochastic row, fitted once per seed.
     monkeypatch.setitem(MODELS, "als", RegisteredModel("als", "spark_retrieval.models.als:ALS", {"rank": 8, "max_iter": 3}))
     models = ["global_hot", "item_cf", "als"]
@@ -199,9 +212,9 @@ def test_benchmark_intervals_without_per_query_rows_on_the_driver(spark, bundled
         for _ in range(2)
     ]
     monkeypatch.undo()
-    assert len(collected) == 2 * (3 + 1)  # per run: three rows' intervals, the two paired comparisons in one job
+    assert len(collected) == 2  # per run one job: the three rows' intervals and the two paired comparisons
     queries = runs[0].results[0]["queries"]
-    assert queries > 2 * (resamples + 1) and collected and max(collected) <= 2 * (resamples + 1)
+    assert collected == [5 * (resamples + 1)] * 2 and queries > resamples + 1  # per statistic fewer than the queries
     assert without_wall_clock(runs[0]) == without_wall_clock(runs[1])
 
     document = runs[0].to_json()

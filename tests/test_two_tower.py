@@ -161,6 +161,8 @@ def test_bad_parameters_fail_at_construction():
         DSSM(batch_size=64, shuffle_buffer=32)
     with pytest.raises(InvalidParameterError, match="backend='local' runs one process"):
         DSSM(backend="local", num_proc=2)
+    with pytest.raises(InvalidParameterError, match="backend='process' runs one process"):
+        DSSM(backend="process", num_proc=2)
     with pytest.raises(InvalidParameterError, match="same embedding_dim"):
         SimpleX(schema="dssm_movielens")
     with pytest.raises(InvalidParameterError, match="item_features must be a Spark DataFrame"):
@@ -186,10 +188,11 @@ def test_params_follow_pyspark_ml(data):
     assert DSSMModel().get("temperature") == 0.05 and SimpleXModel().get("margin") == simplex.get("margin")
 
 
-def test_auto_backend_is_horovod_when_installed_else_torch_distributor(monkeypatch):
+def test_auto_backend_is_a_child_process_for_one_local_process_else_horovod_when_installed(monkeypatch):
     from spark_retrieval.models.two_tower.estimator import resolve_backend
 
-    assert resolve_backend("local") == "local"
+    assert resolve_backend("local") == "local" and resolve_backend("horovod", local_single_process=True) == "horovod"
+    assert resolve_backend("auto", local_single_process=True) == "process"
     monkeypatch.setitem(sys.modules, "horovod", None)
     assert resolve_backend("auto") == "torch_distributor"
 

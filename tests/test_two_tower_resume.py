@@ -1,4 +1,5 @@
-"""A Horovod rank killed mid-training: ``fit`` fails fast with one clear error, and a rerun resumes.
+"""A Horovod rank (or the one child process) killed mid-training: ``fit`` fails fast with one clear error, and
+a rerun resumes.
 
 Two processes (Horovod over Gloo, local[2]) train SimpleX (dropout on, so the resumed run also needs every
 rank's random generator back) for three epochs with a checkpoint after each. The test hook in
@@ -89,6 +90,27 @@ def test_killed_rank_fails_fast_and_a_rerun_resumes_to_the_same_model(split, tmp
     recall = [evaluate(m.recommend(test, 10), test, k=10)["recall"] for m in (resumed, uninterrupted)]
     assert recall[0] == recall[1]
     assert checkpoint_module.read_checkpoint(str(checkpoints))["epochs_done"] == EPOCHS
+
+
+@pytest.mark.slow
+def test_a_killed_child_process_fails_the_fit_and_a_rerun_resumes_to_the_same_model(split, tmp_path, monkeypatch):
+    """The same on one process that the driver started itself (``backend="process"``, the local default)."""
+    train, _ = split
+    settings = dict(epochs=EPOCHS, embedding_dim=8, batch_size=32, num_negatives=4, dropout=0.1, seed=5, verbose=False)
+    checkpoints = tmp_path / "checkpoints"
+    monkeypatch.setenv(KILL_VARIABLE, "0:2:2")
+    with pytest.raises(TrainingFailedError) as raised:
+        SimpleX(**settings, checkpoint_dir=str(checkpoints)).fit(train)
+    failure = raised.value
+    assert (failure.rank, failure.epoch, failure.exit_code) == (0, 2, -9)
+    assert "the training process (rank 0) ended with code -9: killed by signal 9" in str(failure)
+    assert "resume from epoch 2" in str(failure) and failure.checkpoint == f"{checkpoints}/checkpoint.pt"
+
+    monkeypatch.delenv(KILL_VARIABLE)
+    resumed = SimpleX(**settings, checkpoint_dir=str(checkpoints)).fit(train)
+    uninterrupted = SimpleX(**settings).fit(train)
+    assert resumed.metadata["training"]["backend"] == "process" and resumed.metadata["training"]["resumed_from_epoch"] == 1
+    assert resumed.metadata["training"]["parameter_hashes"] == uninterrupted.metadata["training"]["parameter_hashes"]
 
 
 def job(checkpoint_dir, epochs=4):

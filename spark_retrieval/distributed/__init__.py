@@ -6,8 +6,9 @@ rank 0's for TorchDistributor, which only returns that one). Inside ``fn``, ``in
 gives the rank's ``Collective``: rank/size, and the few collective operations a training loop needs.
 
 Backends: ``horovod`` (``horovod.spark.run`` over Gloo), ``torch_distributor``
-(``pyspark.ml.torch.distributor.TorchDistributor``, DDP over Gloo) and ``local`` (one process: the
-driver itself; for debugging and single-process baselines).
+(``pyspark.ml.torch.distributor.TorchDistributor``, DDP over Gloo), ``process`` (one fresh process that the
+driver starts on its own host: one process on a local master needs no rendezvous) and ``local`` (the driver
+itself; for debugging and single-process baselines).
 
 Failures: when a training process dies, ``run`` raises ``TrainingFailedError`` naming the rank and exit
 code the backend reports, and never waits for it: a dead process's connections close, so its peers'
@@ -24,13 +25,14 @@ from pyspark.sql import SparkSession
 
 from ..errors import InvalidParameterError
 from ..session import local_task_slots
-from .processes import BACKENDS, DEFAULT_FAILURE_TIMEOUT, HOROVOD, LOCAL, TORCH_DISTRIBUTOR, describe_exit_code
+from .processes import BACKENDS, DEFAULT_FAILURE_TIMEOUT, HOROVOD, LOCAL, PROCESS, TORCH_DISTRIBUTOR, describe_exit_code
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_FAILURE_TIMEOUT",
     "HOROVOD",
     "LOCAL",
+    "PROCESS",
     "TORCH_DISTRIBUTOR",
     "describe_exit_code",
     "get_launcher",
@@ -98,11 +100,15 @@ def get_launcher(
         from .torch_distributor import TorchDistributorLauncher
 
         return TorchDistributorLauncher(num_proc=num_proc, local_mode=local_cores(spark) is not None)
+    if backend in (LOCAL, PROCESS) and num_proc != 1:
+        raise InvalidParameterError(f"backend={backend!r} trains on one process, got num_proc={num_proc}")
+    if backend == PROCESS:
+        from .child_process import ChildProcessLauncher
+
+        return ChildProcessLauncher()
     if backend == LOCAL:
         from .local import LocalLauncher
 
-        if num_proc != 1:
-            raise InvalidParameterError(f"backend='local' trains in the driver on one process, got num_proc={num_proc}")
         return LocalLauncher()
     raise InvalidParameterError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
@@ -123,7 +129,7 @@ def init_collective(
         from .torch_distributor import TorchCollective
 
         return TorchCollective(nics=nics, failure_timeout=failure_timeout)
-    if backend == LOCAL:
+    if backend in (LOCAL, PROCESS):
         from .local import LocalCollective
 
         return LocalCollective()

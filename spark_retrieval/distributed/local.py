@@ -1,4 +1,4 @@
-"""The ``local`` backend: one process, the driver itself, with no-op collectives."""
+"""The ``local`` backend: one process, the driver itself; its no-op collectives also serve ``process`` (one child process)."""
 
 from __future__ import annotations
 

@@ -255,6 +255,17 @@ class ChannelCache:
         merge = {name: value for name, value in estimator.params_dict().items() if name in MERGE_PARAMS}
         return MultiChannelModel.from_models(models, **merge), seconds
 
+    def offer_list(self, model: RetrievalModel, queries: DataFrame, depth: int, frame: DataFrame) -> bool:
+        """Keep a kept fit's list made elsewhere (a benchmark's single row), persisted; False when the fit is not kept."""
+        fit = next((key for key, (kept, _) in self.fits.items() if kept is model), None)
+        if fit is None:
+            return False
+        self.cached_lists.setdefault((*fit, id(queries), depth), frame.persist(StorageLevel.MEMORY_AND_DISK))
+        return True
+
+    def holds_list(self, frame: DataFrame) -> bool:
+        return any(frame is kept for kept in self.cached_lists.values())
+
     def lists(self, model: MultiChannelModel, queries: DataFrame, k: int) -> dict[str, DataFrame]:
         """Each channel's list for ``queries`` (``depth``, or ``k``, long), computed once per fit, queries and depth."""
         depth = model.get("depth") or k

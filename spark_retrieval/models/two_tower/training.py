@@ -51,6 +51,7 @@ from ...distributed.processes import DEFAULT_FAILURE_TIMEOUT
 from .checkpoint import checkpoint_record, load_checkpoint, parameter_hash, save_checkpoint, state_to_bytes
 from .epoch_validation import ValidationSet
 from .losses import TrainingObjective, item_feature_columns
+from ...host import cpu_model
 from .network import build_network, pin_cpu_capability
 from .shards import open_filesystem, rank_share, shuffled_batches, steps_per_epoch
 from .training_data import LOG_Q, POSITIVE_ITEM
@@ -146,19 +147,6 @@ def training_environment(processes_on_host: int) -> dict[str, Any]:
             name: getattr(sys.modules.get(name), "__version__", None) for name in ("torch", "numpy", "pyarrow", "horovod")
         },
     }
-
-
-def cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or None
 
 
 def _train(job: TrainingJob, collective, beat) -> RankResult:
