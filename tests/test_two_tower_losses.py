@@ -46,3 +46,66 @@ def test_cosine_contrastive_loss():
     row0 = (1 - 0.8) + 3 / 3 * ((0.95 - 0.9) + (0.91 - 0.9))
     row1 = (1 - 0.2) + 3 / 3 * (0.99 - 0.9)
     assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+
+
+class _LookupNetwork(torch.nn.Module):
+    """A network reduced to two embedding tables: enough to drive ``TrainingObjective`` on sampled negatives."""
+
+    def __init__(self, users: int, items: int, dim: int):
+        super().__init__()
+        self.users, self.items = torch.nn.Embedding(users, dim), torch.nn.Embedding(items, dim)
+
+    def input_columns(self, tower):
+        return ["user"]
+
+    def user_vectors(self, inputs):
+        return self.users(inputs["user"])
+
+    def item_vectors(self, inputs):
+        return torch.nn.functional.normalize(torch.tanh(self.items(inputs["item"])), dim=-1)
+
+
+@pytest.mark.parametrize("loss", ["bce", "ccl"])
+def test_scoring_sampled_negatives_has_the_gradients_of_plain_indexing_to_the_bit(loss):
+    """The objective gathers the distinct items' vectors with ``index_select`` (its backward adds in row order,
+    with no sort): the same loss and gradients, bit for bit, as indexing with ``[position]`` under torch's
+    deterministic algorithms, on the threads training uses, so the faster gather changes no trained weight."""
+    from spark_retrieval.data.sampling import NEGATIVE_ITEMS
+    from spark_retrieval.models.two_tower.losses import TrainingObjective
+    from spark_retrieval.models.two_tower.training_data import POSITIVE_ITEM
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    batch = {
+        "user": torch.randint(0, 50, (256,), generator=generator),
+        POSITIVE_ITEM: torch.randint(1, 300, (256,), generator=generator),
+        NEGATIVE_ITEMS: torch.randint(1, 300, (256, 40), generator=generator),
+    }
+    network = _LookupNetwork(50, 300, 32)
+    objective = TrainingObjective(network, loss, {"item": torch.arange(300)}, torch.zeros(300), 0.1, 0.5, 2.0)
+
+    def gathered_by_indexing(batch):
+        users = network.user_vectors(batch)
+        candidates = torch.cat([batch[POSITIVE_ITEM].unsqueeze(1), batch[NEGATIVE_ITEMS]], dim=1)
+        distinct, position = torch.unique(candidates, return_inverse=True)
+        scores = torch.einsum("bd,bnd->bn", users, network.item_vectors({"item": distinct})[position])
+        if loss == "bce":
+            return bce_loss(scores[:, 0] / 0.1, scores[:, 1:] / 0.1)
+        return cosine_contrastive_loss(scores[:, 0], scores[:, 1:], 0.5, 2.0)
+
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for forward in (objective, gathered_by_indexing):
+            network.zero_grad()
+            value = forward(batch)
+            value.backward()
+            results.append((value.detach().clone(), [p.grad.clone() for p in network.parameters()]))
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+    (ours, our_grads), (reference, reference_grads) = results
+    assert torch.equal(ours, reference)
+    assert all(torch.equal(a, b) for a, b in zip(our_grads, reference_grads)) and our_grads[1].abs().sum() > 0

@@ -103,7 +103,10 @@ class TrainingObjective(nn.Module):
         candidates = torch.cat([positives.unsqueeze(1), batch[NEGATIVE_ITEMS]], dim=1)
         # Score each distinct item once: a batch's candidates repeat popular items many times over.
         distinct, position = torch.unique(candidates, return_inverse=True)
-        vectors = self.network.item_vectors(self.item_inputs(distinct))[position]
+        # index_select's backward adds each item's gradients in row order (index_add_); indexing with [position]
+        # would need the sort of a deterministic index_put_, a fifth of a 100-negative step, for the same sums.
+        vectors = self.network.item_vectors(self.item_inputs(distinct)).index_select(0, position.flatten())
+        vectors = vectors.view(*position.shape, -1)
         scores = torch.einsum("bd,bnd->bn", users, vectors)
         if self.loss == BCE:
             logits = scores / self.temperature
