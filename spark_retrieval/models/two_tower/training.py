@@ -22,7 +22,8 @@ What else the weights depend on, and how it is taken out of them:
 - **Threads.** With more than one intra-op thread, torch's CPU ``index_put_(accumulate=True)`` (the
   backward of gathering item vectors) adds with atomics in whatever order the threads arrive, so two runs
   differed; training runs with ``torch.use_deterministic_algorithms(True)``, which sorts those adds, and
-  then gives the same weights on 1 or 2 threads.
+  then gives the same weights on 1 or 2 threads (the sampled-negative losses gather with ``index_select``,
+  whose backward adds in row order without a sort: the same bits, faster).
 Every rank records what it ran with (``environment``: torch's CPU capability, threads, versions, CPU
 model), kept in the model's metadata and the benchmark's ``results.json``.
 
