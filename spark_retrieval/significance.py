@@ -8,9 +8,11 @@ queries on both sides (a model against itself: exactly 0, interval [0, 0]). All 
 aggregation (``explode(sequence(-1, B - 1))`` then ``groupBy(b)``; ``b = -1`` is the sample itself, weight
 1): only ``B + 1`` rows of weighted sums (per pair, for several paired comparisons at once) reach the
 driver, never the per-query rows. Each weighted value is
-rounded once to 1e-12 (``RESAMPLE_SUM``) and summed exactly, so the intervals are the same bytes on any
-cluster layout (``evaluation.evaluate`` sums at 1e-18; the coarser, long-backed decimal halves the cost of
-the B-fold aggregation and moves a mean by under 1e-12).
+rounded once to a whole number of 1e-12 units (``RESAMPLE_UNITS``) and summed as a long, exactly, so the
+intervals are the same bytes on any cluster layout (``evaluation.evaluate`` sums at 1e-18 in decimals; whole
+units in longs cost a third of decimal sums in the B-fold aggregation, and move a mean by under 1e-12). The
+long sums fit while a statistic's Σ weight·value stays under 9.2e6 (about 9 million queries of metrics
+≤ 1); beyond, the aggregation returns null and ``ResampleOverflowError`` says so.
 
 The interval is the percentile interval: the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
 quantiles (linear interpolation between order statistics) of the ``B`` resampled means
@@ -37,9 +39,13 @@ CONFIDENCE = 0.95
 HEADLINE_METRIC = "recall"
 """The metric that picks the best row of a table, against which every row is compared."""
 
-RESAMPLE_SUM = "decimal(18,12)"
-"""weight·value per query and resample, summed exactly (fits while weight·value < 1e6)."""
+RESAMPLE_UNITS = 10**12
+"""weight·value per query and resample is rounded to a whole number of these units (1e-12) and summed as a long."""
 _UNIFORM_BITS = 53
+
+
+class ResampleOverflowError(ArithmeticError):
+    """A resampled sum does not fit the long it is summed in (see ``RESAMPLE_UNITS``)."""
 
 
 def _poisson_cdf() -> tuple[float, ...]:
@@ -92,8 +98,8 @@ def resampled_sums(
     frame: DataFrame, columns: Sequence[str], resamples: int, seed: int, keys: Sequence[str] = ()
 ) -> DataFrame:
     """Lazy: one row per resample ``_b`` in ``-1 .. resamples - 1`` (and per value of the ``keys`` columns)
-    with ``_w`` = Σ weights and, per column, the exact Σ weight·value. ``_b = -1`` weighs every query 1 (the
-    sample's own sums)."""
+    with ``_w`` = Σ weights and, per column, the exact Σ weight·value in ``RESAMPLE_UNITS`` (null when it
+    overflows a long). ``_b = -1`` weighs every query 1 (the sample's own sums)."""
     require_columns(frame, (QUERY_ID, *keys, *columns), "per-query metrics")
     exploded = frame.select(
         QUERY_ID, *keys, *columns, F.explode(F.sequence(F.lit(-1), F.lit(resamples - 1))).alias("_b")
@@ -102,7 +108,10 @@ def resampled_sums(
     weighted = exploded.select(*keys, "_b", weight.alias("_w"), *columns).where(F.col("_w") > 0)
     return weighted.groupBy(*keys, "_b").agg(
         F.sum(F.col("_w").cast("long")).alias("_w"),
-        *[F.sum((F.col(name) * F.col("_w")).cast(RESAMPLE_SUM)).alias(name) for name in columns],
+        *[
+            F.try_sum(F.rint(F.col(name) * F.col("_w") * float(RESAMPLE_UNITS)).cast("long")).alias(name)
+            for name in columns
+        ],
     )
 
 
@@ -127,7 +136,12 @@ def _means_by(
     draws: dict[Any, list] = {}
     for row in rows:
         group = row[key] if key else None
-        means = {name: float(Decimal(row[name]) / row["_w"]) for name in columns}
+        if any(row[name] is None for name in columns):
+            raise ResampleOverflowError(
+                "bootstrap sums overflow a long at 1e-12 resolution: a statistic's Σ weight·value passed 9.2e6 "
+                "(too many queries, or metric values far above 1)"
+            )
+        means = {name: float(Decimal(row[name]) / RESAMPLE_UNITS / row["_w"]) for name in columns}
         if row["_b"] < 0:
             samples[group] = {**means, "queries": int(row["_w"])}
         else:

@@ -19,6 +19,7 @@ from spark_retrieval.models.registry import MODELS, RegisteredModel, build_estim
 from spark_retrieval.significance import (
     POISSON_CDF,
     bootstrap_intervals,
+    ResampleOverflowError,
     bootstrap_many,
     check_resamples,
     paired_differences,
@@ -66,6 +67,15 @@ def test_bootstrap_interval_matches_the_binomial_interval(spark):
     assert result["ci_low"] == pytest.approx(p - half, abs=0.003)
     assert result["ci_high"] == pytest.approx(p + half, abs=0.003)
     assert result["ci_low"] < p < result["ci_high"]
+
+
+def test_sums_past_a_longs_range_fail_with_one_clear_error_not_a_wrong_interval(spark):
+    # 200 queries of value 1e5: Σ weight·value·1e12 ≈ 2e19, past a long's 9.2e18.
+    frame = spark.range(200).select(F.col("id").alias(QUERY_ID), F.lit(1e5).alias("hit_rate"))
+    with pytest.raises(ResampleOverflowError, match="overflow a long at 1e-12 resolution"):
+        bootstrap_intervals(frame, metrics=("hit_rate",), resamples=20, seed=0)
+    small = bootstrap_intervals(frame.limit(20), metrics=("hit_rate",), resamples=20, seed=0)["hit_rate"]
+    assert small == {"value": 1e5, "ci_low": 1e5, "ci_high": 1e5}
 
 
 def test_model_against_itself_differs_by_exactly_zero(spark):
