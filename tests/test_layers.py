@@ -1,7 +1,7 @@
 """Imports only point down the layers, and no module imports one that imports it back (lazy imports included).
 
 Layers, bottom first: foundation (column names and contracts, errors, value checks and search spaces, session,
-storage and output destinations) →
+the host's description, storage and output destinations) →
 data → kernels (exact top-K, the co-occurrence engine, the training launchers) → models → evaluation →
 benchmark and report → command-line entry points and job configs → the package's public face.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "spark_retrieval"
 LAYERS = [
-    ("foundation", ["columns", "errors", "validation", "search", "progress", "session", "storage", "s3", "destinations"]),
+    ("foundation", ["columns", "errors", "validation", "search", "progress", "session", "host", "storage", "s3", "destinations"]),
     ("data", ["data"]),
     ("kernels", ["retrieval", "models.cooccurrence", "distributed"]),
     ("models", ["models"]),
