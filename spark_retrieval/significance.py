@@ -30,7 +30,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from .columns import QUERY_ID, require_columns
-from .errors import EmptyDataError, InvalidParameterError
+from .errors import EmptyDataError, InvalidParameterError, UserError
 from .evaluation import METRICS
 
 DEFAULT_RESAMPLES = 1000
@@ -44,8 +44,9 @@ RESAMPLE_UNITS = 10**12
 _UNIFORM_BITS = 53
 
 
-class ResampleOverflowError(ArithmeticError):
-    """A resampled sum does not fit the long it is summed in (see ``RESAMPLE_UNITS``)."""
+class ResampleOverflowError(UserError, ArithmeticError):
+    """A resampled sum does not fit the long it is summed in (see ``RESAMPLE_UNITS``): a run too large for the
+    bootstrap, which the user avoids by asking for no intervals (the CLI's ``--bootstrap 0``)."""
 
 
 def _poisson_cdf() -> tuple[float, ...]:
@@ -139,7 +140,7 @@ def _means_by(
         if any(row[name] is None for name in columns):
             raise ResampleOverflowError(
                 "bootstrap sums overflow a long at 1e-12 resolution: a statistic's Σ weight·value passed 9.2e6 "
-                "(too many queries, or metric values far above 1)"
+                "(too many queries, or metric values far above 1); run without intervals (--bootstrap 0)"
             )
         means = {name: float(Decimal(row[name]) / RESAMPLE_UNITS / row["_w"]) for name in columns}
         if row["_b"] < 0:

@@ -94,6 +94,17 @@ def test_console_script_exit_code(tmp_path):
     assert result.stderr.startswith("error: unknown model name(s): bogus") and "Traceback" not in result.stderr
 
 
+def test_a_bootstrap_too_large_for_its_sums_is_exit_2_and_one_line(capsys):
+    from spark_retrieval.command import EXIT_USER_ERROR, exit_code_of
+    from spark_retrieval.significance import ResampleOverflowError
+
+    def overflowing() -> int:
+        raise ResampleOverflowError("bootstrap sums overflow a long at 1e-12 resolution; run without intervals (--bootstrap 0)")
+
+    assert exit_code_of(overflowing) == EXIT_USER_ERROR == 2
+    assert capsys.readouterr().err == "error: bootstrap sums overflow a long at 1e-12 resolution; run without intervals (--bootstrap 0)\n"
+
+
 def test_training_failure_is_exit_3_and_one_line(capsys):
     """A two-tower fit whose process died (TrainingFailedError, not a user mistake): its own exit code and its
     message folded onto one ``error:`` line. The whole path through jobs/train.py with a killed Horovod rank is

@@ -144,6 +144,34 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path, monkeypatch
     assert other.metadata["training"]["resumed_from_epoch"] is None
 
 
+def test_negatives_shared_per_batch_are_seeded_resumable_and_not_the_per_example_run(data, tmp_path, monkeypatch):
+    """The resumed run equals the uninterrupted one: its first epoch (from the killed run's checkpoint) and its
+    second (drawn again from the same seeded stream). SimpleX's loss on shared negatives: test_two_tower_losses.py."""
+    train, test, _, _ = data
+
+    def hashes(model):
+        return model.metadata["training"]["parameter_hashes"]
+
+    shared = dssm(data, loss="bce", num_negatives=8, negative_sampling="per_batch").fit(train)
+    assert hashes(dssm(data, loss="bce", num_negatives=8).fit(train)) != hashes(shared)
+    assert all(len(entries) == 3 for entries in lists(shared.recommend(test, 3)).values())
+
+    real_save = training_module.save_checkpoint
+
+    def save_then_die(directory, checkpoint):
+        real_save(directory, checkpoint)
+        raise RuntimeError("simulated kill after the first epoch's checkpoint")
+
+    rerun = dict(loss="bce", num_negatives=8, negative_sampling="per_batch", working_dir=str(tmp_path / "run"))
+    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        dssm(data, **rerun).fit(train)
+    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
+    resumed = dssm(data, **rerun).fit(train)
+    assert resumed.metadata["training"]["resumed_from_epoch"] == 1
+    assert hashes(resumed) == hashes(shared)
+
+
 def test_bad_parameters_fail_at_construction():
     with pytest.raises(InvalidParameterError, match="DSSM: loss must be one of bce, sampled_softmax, got 'hinge'"):
         DSSM(loss="hinge")

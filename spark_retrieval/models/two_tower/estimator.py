@@ -43,13 +43,19 @@ from ...validation import boolean, check, integer, number, one_of, text, text_li
 from ..base import RetrievalEstimator, param
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import checkpoint_path, read_checkpoint, resumable_epochs, state_table, unusable_because
-from .losses import SAMPLED_SOFTMAX
+from .losses import NEGATIVE_SAMPLING, PER_BATCH, PER_EXAMPLE, SAMPLED_SOFTMAX
 from .model import TwoTowerModel
 from .network import network_spec
 from .schema import ITEM_FEATURES, USER_FEATURES, FeatureSchema, load_schema
 from .training import RankResult, TrainingJob, train_on_rank
 from .epoch_validation import VALIDATION_METRICS, write_validation_file
-from .training_data import build_feature_tables, number_of_files, training_examples, write_training_files
+from .training_data import (
+    build_feature_tables,
+    item_index_counts,
+    number_of_files,
+    training_examples,
+    write_training_files,
+)
 
 AUTO = "auto"
 
@@ -81,6 +87,13 @@ class TwoTowerParams(Params):
     positive_threshold = param("positive_threshold", "train events rated above this are positives", number())
     num_negatives = param("num_negatives", "sampled negatives per positive (losses bce and ccl)", integer(at_least=1))
     alpha = param("alpha", "negatives are drawn with probability ∝ train count ** alpha", number(at_least=0))
+    negative_sampling = param(
+        "negative_sampling",
+        "losses bce and ccl: per_example (each positive draws its own negatives, none of them the user's positives, "
+        "once before training) or per_batch (each step draws num_negatives items shared by the whole batch; a "
+        "row's own positive among them is left out of that row's loss)",
+        one_of(*NEGATIVE_SAMPLING),
+    )
     epochs = param("epochs", "passes over the training examples (with validation queries: at most)", integer(at_least=1))
     batch_size = param(
         "batch_size", "positives per optimizer step, split evenly across the processes", integer(at_least=2)
@@ -141,6 +154,7 @@ class TwoTowerParams(Params):
             embedding_dim=None,
             positive_threshold=2.0,
             alpha=0.75,
+            negative_sampling=PER_EXAMPLE,
             batch_size=512,
             learning_rate=3e-3,
             weight_decay=0.0,
@@ -280,15 +294,20 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
 
         tables = build_feature_tables(train, schema, self.user_features, self.item_features)
         spec = network_spec(self.family, schema, tables.sizes, **self.network_options())
-        num_negatives = None if self.loss_name() == SAMPLED_SOFTMAX else self.get("num_negatives")
+        sampled = self.loss_name() != SAMPLED_SOFTMAX
+        shared = sampled and self.get("negative_sampling") == PER_BATCH
+        per_example = self.get("num_negatives") if sampled and not shared else None
         examples, positives = training_examples(
-            train, tables, self.get("positive_threshold"), num_negatives, self.get("alpha"), self.get("seed")
+            train, tables, self.get("positive_threshold"), per_example, self.get("alpha"), self.get("seed")
         )
+        item_id = next(f for f in schema.item if f.name == ITEM_ID)
+        sampling_counts = item_index_counts(train, tables.vocabularies[item_id.vocabulary]) if shared else None
         try:
             positive_count = positives.count()
             with _working_directory(self.get("working_dir")) as directory:
                 files, items_path = write_training_files(
-                    examples, positives, tables.items, schema, directory, number_of_files(positive_count, num_proc)
+                    examples, positives, tables.items, schema, directory, number_of_files(positive_count, num_proc),
+                    sampling_counts, self.get("alpha"),
                 )
                 example_count = sum(rows for _, rows in files)
                 if example_count < num_proc:
@@ -351,7 +370,8 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
             "examples": example_count,
             "example_files": [rows for _, rows in files],
             **{name: self.get(name) for name in (
-                "batch_size", "learning_rate", "weight_decay", "seed", "num_negatives", "alpha", "positive_threshold"
+                "batch_size", "learning_rate", "weight_decay", "seed", "num_negatives", "alpha", "positive_threshold",
+                "negative_sampling",
             )},
         }
         validation_settings = {}
@@ -377,6 +397,8 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
             fingerprint=fingerprint,
             backend=backend,
             shuffle_buffer=self.get("shuffle_buffer"),
+            negative_sampling=self.get("negative_sampling") if self.loss_name() != SAMPLED_SOFTMAX else PER_EXAMPLE,
+            num_negatives=self.get("num_negatives"),
             checkpoint_dir=checkpoint_dir,
             nics=nics,
             failure_timeout=self.get("failure_timeout"),

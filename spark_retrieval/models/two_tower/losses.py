@@ -7,6 +7,9 @@ Horovod drive the same code.
 
 from __future__ import annotations
 
+from typing import Iterator
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,14 +22,25 @@ from .training_data import POSITIVE_ITEM
 BCE = "bce"
 SAMPLED_SOFTMAX = "sampled_softmax"
 CCL = "ccl"
+PER_EXAMPLE = "per_example"
+PER_BATCH = "per_batch"
+NEGATIVE_SAMPLING = (PER_EXAMPLE, PER_BATCH)
 
 
-def bce_loss(positive_logits: torch.Tensor, negative_logits: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy over all (1 + N) scored pairs of a batch: positives ``[B]`` label 1, negatives ``[B, N]`` label 0."""
+def bce_loss(
+    positive_logits: torch.Tensor, negative_logits: torch.Tensor, negative_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Binary cross-entropy over all (1 + N) scored pairs of a batch: positives ``[B]`` label 1, negatives ``[B, N]`` label 0.
+
+    ``negative_mask`` (``[B, N]``, bool): the negatives that count; the mean is over the positives and those.
+    """
     logits = torch.cat([positive_logits.unsqueeze(1), negative_logits], dim=1)
     labels = torch.zeros_like(logits)
     labels[:, 0] = 1.0
-    return F.binary_cross_entropy_with_logits(logits, labels)
+    if negative_mask is None:
+        return F.binary_cross_entropy_with_logits(logits, labels)
+    weights = torch.cat([torch.ones_like(positive_logits).unsqueeze(1), negative_mask.to(logits.dtype)], dim=1)
+    return F.binary_cross_entropy_with_logits(logits, labels, weight=weights, reduction="sum") / weights.sum()
 
 
 def sampled_softmax_loss(
@@ -54,16 +68,25 @@ def cosine_contrastive_loss(
     negative_cosine: torch.Tensor,
     margin: float,
     negative_weight: float,
+    negative_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """SimpleX's CCL, batch mean of (1 - ŷ⁺) + w / N · Σ_j max(0, ŷ⁻_j - margin)."""
+    """SimpleX's CCL, batch mean of (1 - ŷ⁺) + w / N · Σ_j max(0, ŷ⁻_j - margin); a negative outside
+    ``negative_mask`` (``[B, N]``, bool) adds nothing."""
     num_negatives = negative_cosine.shape[1]
-    negative_term = torch.relu(negative_cosine - margin).sum(dim=1) * (negative_weight / num_negatives)
+    hinge = torch.relu(negative_cosine - margin)
+    if negative_mask is not None:
+        hinge = hinge * negative_mask.to(hinge.dtype)
+    negative_term = hinge.sum(dim=1) * (negative_weight / num_negatives)
     return (1.0 - positive_cosine + negative_term).mean()
 
 
 class TrainingObjective(nn.Module):
     """``item_features``: per item-tower input column, a tensor indexed by item index (row 0 = unknown).
     ``log_q``: log of each item's share of the positives (for the sampled-softmax logQ correction).
+
+    The sampled-negative losses take a batch's ``NEGATIVE_ITEMS`` either per example (``[B, N]``, read from the
+    example files) or shared by the batch (``[N]``, drawn by the training loop, ``BatchNegativeSampler``); a
+    shared negative that is a row's own positive does not count for that row.
     """
 
     def __init__(
@@ -75,6 +98,7 @@ class TrainingObjective(nn.Module):
         temperature: float = 1.0,
         margin: float = 0.0,
         negative_weight: float = 1.0,
+        negative_sampling: str = PER_EXAMPLE,
     ):
         super().__init__()
         self.network = network
@@ -85,10 +109,11 @@ class TrainingObjective(nn.Module):
         self.temperature = temperature
         self.margin = margin
         self.negative_weight = negative_weight
+        self.negative_sampling = negative_sampling
         self.user_columns = network.input_columns("user")
 
     def batch_columns(self) -> list[str]:
-        extra = [] if self.loss == SAMPLED_SOFTMAX else [NEGATIVE_ITEMS]
+        extra = [] if self.loss == SAMPLED_SOFTMAX or self.negative_sampling == PER_BATCH else [NEGATIVE_ITEMS]
         return self.user_columns + [POSITIVE_ITEM] + extra
 
     def item_inputs(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -100,20 +125,51 @@ class TrainingObjective(nn.Module):
         if self.loss == SAMPLED_SOFTMAX:
             items = self.network.item_vectors(self.item_inputs(positives))
             return sampled_softmax_loss(users, items, positives, self.log_q[positives], self.temperature)
-        candidates = torch.cat([positives.unsqueeze(1), batch[NEGATIVE_ITEMS]], dim=1)
+        negatives = batch[NEGATIVE_ITEMS]
+        shared = negatives.dim() == 1
+        if shared:
+            candidates = torch.cat([positives, negatives])
+        else:
+            candidates = torch.cat([positives.unsqueeze(1), negatives], dim=1)
         # Score each distinct item once: a batch's candidates repeat popular items many times over.
         distinct, position = torch.unique(candidates, return_inverse=True)
         # index_select's backward adds each item's gradients in row order (index_add_); indexing with [position]
         # would need the sort of a deterministic index_put_, a fifth of a 100-negative step, for the same sums.
         vectors = self.network.item_vectors(self.item_inputs(distinct)).index_select(0, position.flatten())
-        vectors = vectors.view(*position.shape, -1)
-        scores = torch.einsum("bd,bnd->bn", users, vectors)
+        if shared:
+            count = len(positives)
+            positive_scores = (users * vectors[:count]).sum(dim=1)
+            negative_scores = users @ vectors[count:].T
+            mask = negatives.unsqueeze(0) != positives.unsqueeze(1)
+        else:
+            scores = torch.einsum("bd,bnd->bn", users, vectors.view(*position.shape, -1))
+            positive_scores, negative_scores, mask = scores[:, 0], scores[:, 1:], None
         if self.loss == BCE:
-            logits = scores / self.temperature
-            return bce_loss(logits[:, 0], logits[:, 1:])
+            return bce_loss(positive_scores / self.temperature, negative_scores / self.temperature, mask)
         if self.loss == CCL:
-            return cosine_contrastive_loss(scores[:, 0], scores[:, 1:], self.margin, self.negative_weight)
+            return cosine_contrastive_loss(positive_scores, negative_scores, self.margin, self.negative_weight, mask)
         raise ValueError(f"unknown loss {self.loss!r}")
+
+
+class BatchNegativeSampler:
+    """``num_negatives`` item indices per training step, shared by the whole batch, drawn with replacement
+    with probability ∝ ``weights`` (one per item index: train count ** alpha, 0 = never drawn).
+
+    One generator per (seed, epoch, rank): an epoch's draws are the same however often training is resumed.
+    """
+
+    def __init__(self, weights: np.ndarray, num_negatives: int):
+        items = np.flatnonzero(weights > 0)
+        if not len(items):
+            raise ValueError("no item has a positive sampling weight")
+        cumulative = np.cumsum(weights[items].astype(np.float64))
+        self.items, self.cumulative, self.num_negatives = items, cumulative / cumulative[-1], num_negatives
+
+    def epoch(self, seed: int, epoch: int, rank: int) -> Iterator[torch.Tensor]:
+        rng = np.random.default_rng([seed, epoch, rank, 1])  # the shuffle's generator is [seed, epoch, rank]
+        while True:
+            drawn = np.searchsorted(self.cumulative, rng.random(self.num_negatives), side="right")
+            yield torch.from_numpy(self.items[np.minimum(drawn, len(self.items) - 1)])
 
 
 def item_feature_columns(network: TwoTowerNetwork) -> list[str]:

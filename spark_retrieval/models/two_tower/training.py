@@ -48,14 +48,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ...data.sampling import NEGATIVE_ITEMS
 from ...distributed.processes import DEFAULT_FAILURE_TIMEOUT
 from .checkpoint import checkpoint_record, load_checkpoint, parameter_hash, save_checkpoint, state_to_bytes
 from .epoch_validation import ValidationSet
-from .losses import TrainingObjective, item_feature_columns
+from .losses import PER_BATCH, PER_EXAMPLE, BatchNegativeSampler, TrainingObjective, item_feature_columns
 from ...host import cpu_model
 from .network import build_network, pin_cpu_capability
 from .shards import open_filesystem, rank_share, shuffled_batches, steps_per_epoch
-from .training_data import LOG_Q, POSITIVE_ITEM
+from .training_data import LOG_Q, POSITIVE_ITEM, SAMPLING_WEIGHT
 
 THREADS_VARIABLE = "SPARK_RETRIEVAL_TORCH_THREADS"
 # A rank whose collective failed because a peer died waits this long before exiting, so that the launcher,
@@ -83,6 +84,8 @@ class TrainingJob:
     temperature: float = 1.0
     margin: float = 0.0
     negative_weight: float = 1.0
+    negative_sampling: str = PER_EXAMPLE
+    num_negatives: int | None = None
     shuffle_buffer: int = 65536
     checkpoint_dir: str | None = None
     nics: Sequence[str] | None = None
@@ -156,8 +159,11 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
     network = build_network(job.network)
     item_features, log_q = load_item_table(job.items_path, item_feature_columns(network))
     objective = TrainingObjective(
-        network, job.loss, item_features, log_q, job.temperature, job.margin, job.negative_weight
+        network, job.loss, item_features, log_q, job.temperature, job.margin, job.negative_weight, job.negative_sampling
     )
+    sampler = None
+    if job.negative_sampling == PER_BATCH:
+        sampler = BatchNegativeSampler(load_sampling_weights(job.items_path, len(log_q)), job.num_negatives)
     optimizer = torch.optim.Adam(network.parameters(), lr=job.learning_rate, weight_decay=job.weight_decay)
     step, optimizer = collective.prepare(objective, optimizer)
 
@@ -189,7 +195,7 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
     for epoch in range(start_epoch, job.epochs):
         if best.stopped:
             break
-        record = _run_epoch(job, collective, objective, step, optimizer, columns, rank_batch, steps, epoch, beat)
+        record = _run_epoch(job, collective, objective, step, optimizer, columns, rank_batch, steps, epoch, beat, sampler)
         validated = ""
         if job.validation_path:
             started = time.perf_counter()
@@ -279,18 +285,21 @@ def rank_batch_size(batch_size: int, size: int) -> int:
 
 
 def _run_epoch(
-    job, collective, objective, step, optimizer, columns, batch_size, steps, epoch, beat
+    job, collective, objective, step, optimizer, columns, batch_size, steps, epoch, beat, sampler=None
 ) -> dict[str, float]:
     objective.train()
     started = time.perf_counter()
     rng = np.random.default_rng([job.seed, epoch, collective.rank])
     share = rank_share(job.example_files, collective.rank, collective.size, job.seed, epoch)
     kill_step = _kill_step(job, collective.rank, epoch)
+    shared_negatives = sampler.epoch(job.seed, epoch, collective.rank) if sampler is not None else None
     loss_sum, samples = 0.0, 0
     for index, batch in enumerate(shuffled_batches(share, columns, batch_size, steps, job.shuffle_buffer, rng)):
         if index == kill_step:
             _kill_self()
         tensors = {name: torch.from_numpy(values.astype(np.int64, copy=False)) for name, values in batch.items()}
+        if shared_negatives is not None:
+            tensors[NEGATIVE_ITEMS] = next(shared_negatives)
         optimizer.zero_grad()
         loss = step(tensors)
         loss.backward()
@@ -355,3 +364,12 @@ def load_item_table(path: str, columns: list[str]) -> tuple[dict[str, torch.Tens
     log_q = np.zeros(size, dtype=np.float32)
     log_q[index] = table.column(LOG_Q).to_numpy()
     return features, torch.from_numpy(log_q)
+
+
+def load_sampling_weights(path: str, size: int) -> np.ndarray:
+    """Each item index's ``SAMPLING_WEIGHT`` (0 for the unknown row)."""
+    fs, root = open_filesystem(path)
+    table = pq.read_table(root, columns=[POSITIVE_ITEM, SAMPLING_WEIGHT], filesystem=fs)
+    weights = np.zeros(size, dtype=np.float64)
+    weights[table.column(POSITIVE_ITEM).to_numpy()] = table.column(SAMPLING_WEIGHT).to_numpy()
+    return weights

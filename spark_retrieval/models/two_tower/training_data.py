@@ -10,7 +10,8 @@ The files' column names are the contract between this writer and the training pr
 examples hold every user-tower input (encoded, see ``schema.encoded_column``), the positive item's index
 (``POSITIVE_ITEM``) and, for the sampled-negative losses, the negatives' indices (``NEGATIVE_ITEMS``, the
 column ``data/sampling.py`` writes); the item table holds every item-tower input per item index plus
-``LOG_Q``, the log of the item's share of the positives.
+``LOG_Q``, the log of the item's share of the positives, and, when the training loop draws negatives itself
+(shared by a batch), ``SAMPLING_WEIGHT``: the item's train count ** alpha.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .vocabulary import INDEX, UNKNOWN_INDEX, VALUE, ColumnEncoding, build_vocab
 
 POSITIVE_ITEM = "item__item_id"  # encoded_column of the item tower's item_id
 LOG_Q = "log_q"
+SAMPLING_WEIGHT = "sampling_weight"
 EXAMPLE_KEY = "_example_key"
 _INDEX = "_item_index"
 ROWS_PER_FILE = 100_000
@@ -197,9 +199,19 @@ def number_of_files(positives: int, num_proc: int) -> int:
 
 
 def write_training_files(
-    examples: DataFrame, positives: DataFrame, items: DataFrame, schema: FeatureSchema, directory: str, num_files: int
+    examples: DataFrame,
+    positives: DataFrame,
+    items: DataFrame,
+    schema: FeatureSchema,
+    directory: str,
+    num_files: int,
+    sampling_counts: DataFrame | None = None,
+    alpha: float = 0.75,
 ) -> tuple[list[tuple[str, int]], str]:
-    """Examples → ``directory/examples`` (deterministic files and row order), items → ``directory/items``."""
+    """Examples → ``directory/examples`` (deterministic files and row order), items → ``directory/items``.
+
+    ``sampling_counts`` (``item_index_counts``): adds each item's ``SAMPLING_WEIGHT``, count ** alpha (0: never drawn).
+    """
     examples_dir, items_dir = f"{directory}/examples", f"{directory}/items"
     data_columns = [c for c in examples.columns if c not in (EXAMPLE_KEY, USER_ID)]
     (
@@ -213,11 +225,18 @@ def write_training_files(
     total = counts.agg(F.sum(COUNT).alias("_total"))
     log_q = counts.crossJoin(total).select(POSITIVE_ITEM, F.log(F.col(COUNT) / F.col("_total")).alias(LOG_Q))
     item_columns = [encoded_column(f) for f in schema.item]
-    (
+    table = (
         items.select(*item_columns)
         .join(log_q, POSITIVE_ITEM, "left")
         .select(*item_columns, F.coalesce(LOG_Q, F.lit(0.0)).cast("float").alias(LOG_Q))
-        .coalesce(1)
+    )
+    if sampling_counts is not None:
+        weights = sampling_counts.select(
+            F.col(ITEM_ID).cast("int").alias(POSITIVE_ITEM), F.pow(F.col(COUNT).cast("double"), F.lit(float(alpha))).alias(SAMPLING_WEIGHT)
+        )
+        table = table.join(weights, POSITIVE_ITEM, "left").withColumn(SAMPLING_WEIGHT, F.coalesce(SAMPLING_WEIGHT, F.lit(0.0)))
+    (
+        table.coalesce(1)
         .write.mode("overwrite")
         .parquet(items_dir)
     )
