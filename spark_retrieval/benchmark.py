@@ -19,7 +19,7 @@ from .channel_analysis import channel_analysis
 from .columns import ITEM_ID, USER_ID
 from .data.split import temporal_split
 from .evaluation import METRICS, catalog_coverage, mean_metrics, per_query_metrics
-from .host import cpu_model
+from .host import cpu_features, cpu_model
 from .models.multi_channel import NOT_FITTED, ChannelCache, MultiChannel, MultiChannelModel
 from .models.registry import build_estimator, resolve_models
 from .progress import SILENT, Progress
@@ -358,6 +358,7 @@ def run_environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "variables": {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES},

@@ -70,6 +70,7 @@ def test_sampled_softmax_fit_is_the_same_on_avx512_and_avx2(train, monkeypatch):
         assert {"torch_threads", "processes_on_host", "cpu_model", "versions", "pyspark"} <= set(environment)
         if os.path.exists("/proc/cpuinfo"):  # one name covers several CPU generations: the family and model tell them apart
             assert "(family " in environment["cpu_model"] and ", model " in environment["cpu_model"]
+            assert len(environment["cpu_features"]["flags_sha256"]) == 12
 
 
 def test_one_and_two_threads_give_the_same_weights(train, monkeypatch):

@@ -53,7 +53,7 @@ from ...distributed.processes import DEFAULT_FAILURE_TIMEOUT
 from .checkpoint import checkpoint_record, load_checkpoint, parameter_hash, save_checkpoint, state_to_bytes
 from .epoch_validation import ValidationSet
 from .losses import PER_BATCH, PER_EXAMPLE, BatchNegativeSampler, TrainingObjective, item_feature_columns
-from ...host import cpu_model
+from ...host import cpu_features, cpu_model
 from .network import build_network, pin_cpu_capability
 from .shards import open_filesystem, rank_share, shuffled_batches, steps_per_epoch
 from .training_data import LOG_Q, POSITIVE_ITEM, SAMPLING_WEIGHT
@@ -147,6 +147,7 @@ def training_environment(processes_on_host: int) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "processes_on_host": processes_on_host,
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "versions": {
             name: getattr(sys.modules.get(name), "__version__", None) for name in ("torch", "numpy", "pyarrow", "horovod")
         },
