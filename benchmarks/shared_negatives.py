@@ -9,7 +9,7 @@ benchmark's temporal split, then the validation split carved from its train; the
 ``--max-epochs`` epochs and keeps its best epoch on the validation queries (NDCG@20). The test set is never
 read. Appends one record per (row, sampling) to ``benchmarks/results/shared_negatives.jsonl``: validation
 score, best epoch, the trial's seconds (example building, training, validation and recommending included) and
-the epochs' seconds.
+the whole call's.
 """
 
 from __future__ import annotations

@@ -233,6 +233,10 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         """Raise ``InvalidParameterError`` for family parameter combinations (and schema shapes) the family cannot use."""
 
     # -- shared ------------------------------------------------------------------------------------
+    def negative_sampling_used(self) -> str | None:
+        """How the loss gets its sampled negatives; None for the sampled softmax (in-batch positives)."""
+        return None if self.loss_name() == SAMPLED_SOFTMAX else self.get("negative_sampling")
+
     def validate_params(self) -> None:
         """The checks across parameters (each one alone is checked by its converter)."""
         name = type(self).__name__
@@ -294,14 +298,15 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
 
         tables = build_feature_tables(train, schema, self.user_features, self.item_features)
         spec = network_spec(self.family, schema, tables.sizes, **self.network_options())
-        sampled = self.loss_name() != SAMPLED_SOFTMAX
-        shared = sampled and self.get("negative_sampling") == PER_BATCH
-        per_example = self.get("num_negatives") if sampled and not shared else None
+        sampling = self.negative_sampling_used()
+        per_example = self.get("num_negatives") if sampling == PER_EXAMPLE else None
         examples, positives = training_examples(
             train, tables, self.get("positive_threshold"), per_example, self.get("alpha"), self.get("seed")
         )
-        item_id = next(f for f in schema.item if f.name == ITEM_ID)
-        sampling_counts = item_index_counts(train, tables.vocabularies[item_id.vocabulary]) if shared else None
+        sampling_counts = None
+        if sampling == PER_BATCH:
+            item_id = next(f for f in schema.item if f.name == ITEM_ID)
+            sampling_counts = item_index_counts(train, tables.vocabularies[item_id.vocabulary])
         try:
             positive_count = positives.count()
             with _working_directory(self.get("working_dir")) as directory:
@@ -397,7 +402,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
             fingerprint=fingerprint,
             backend=backend,
             shuffle_buffer=self.get("shuffle_buffer"),
-            negative_sampling=self.get("negative_sampling") if self.loss_name() != SAMPLED_SOFTMAX else PER_EXAMPLE,
+            negative_sampling=self.negative_sampling_used() or PER_EXAMPLE,
             num_negatives=self.get("num_negatives"),
             checkpoint_dir=checkpoint_dir,
             nics=nics,

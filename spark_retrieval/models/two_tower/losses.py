@@ -126,7 +126,7 @@ class TrainingObjective(nn.Module):
             items = self.network.item_vectors(self.item_inputs(positives))
             return sampled_softmax_loss(users, items, positives, self.log_q[positives], self.temperature)
         negatives = batch[NEGATIVE_ITEMS]
-        shared = negatives.dim() == 1
+        shared = self.negative_sampling == PER_BATCH
         if shared:
             candidates = torch.cat([positives, negatives])
         else:
