@@ -1,6 +1,7 @@
 """DSSM and SimpleX end to end on tiny data, trained in the driver (backend='local'); the distributed
 backends are covered in test_distributed.py."""
 
+import os
 import sys
 
 import numpy as np
@@ -12,6 +13,8 @@ from spark_retrieval.evaluation import evaluate
 from spark_retrieval.errors import EmptyDataError, InvalidParameterError, MalformedDataError, MissingDependencyError
 from spark_retrieval.models.base import RetrievalModel
 from spark_retrieval.models.two_tower import DSSM, DSSMModel, SimpleX, SimpleXModel
+from spark_retrieval.models.two_tower import checkpoint as checkpoint_module
+from spark_retrieval.models.two_tower import model as model_module
 from spark_retrieval.models.two_tower import training as training_module
 
 pytestmark = pytest.mark.slow
@@ -94,6 +97,64 @@ def test_save_load_round_trip_gives_identical_recommendations(data, fitted, fitt
     assert loaded.get("hidden_dims") == [16, 8] and loaded.get("exclude_seen") is True
     assert lists(loaded.recommend(test, 5)) == fitted_lists
     assert loaded.training_history == fitted.training_history
+
+
+def test_weights_reach_the_embedding_tasks_through_files_not_the_driver(data, fitted, fitted_lists, tmp_path, monkeypatch):
+    """Rank 0 writes the weights; the model's ``state`` table reads that file and the embedding tasks read it
+    themselves: with the driver's collect path broken, recommendations are unchanged."""
+    train, test, _, _ = data
+    (path,) = fitted.tables["state"].inputFiles()
+    assert path.endswith(f"/{checkpoint_module.STATE_FILE}") and "two-tower-weights-" in path
+    source = fitted._state_source()
+    assert isinstance(source, model_module.StateFiles) and source.paths == (path,)
+    weights = checkpoint_module.read_state_files(source.paths)
+    assert weights == checkpoint_module.bytes_from_table(fitted.tables["state"])
+    assert checkpoint_module.parameter_hash(fitted.network()) == fitted.metadata["training"]["parameter_hashes"][0]
+
+    def no_driver_collect(table):
+        raise AssertionError("the weights were collected to the driver")
+
+    monkeypatch.setattr(model_module, "bytes_from_table", no_driver_collect)
+    fresh = DSSMModel(tables=dict(fitted.tables), metadata=fitted.metadata)
+    fitted._copyValues(fresh)
+    assert lists(fresh.recommend(test, 5)) == fitted_lists
+
+    # With a working_dir the weights are kept there, one folder per fit.
+    kept = dssm(data, epochs=1, working_dir=str(tmp_path / "run")).fit(train)
+    (kept_path,) = kept.tables["state"].inputFiles()
+    assert kept_path.startswith(f"file://{tmp_path}/run/weights/")
+
+
+def test_a_plan_outlives_its_model_and_temporary_weights_go_at_exit(data):
+    """``fit(...).recommend(...)`` in one expression: the model object is gone before the lists are computed."""
+    import gc
+    import subprocess
+
+    train, test, _, _ = data
+    recommendations = dssm(data, epochs=1).fit(train).recommend(test, 3)
+    gc.collect()
+    assert recommendations.count() == test.select(QUERY_ID).distinct().count()
+
+    made = subprocess.run(
+        [sys.executable, "-c", "from spark_retrieval.models.two_tower.estimator import _weights_directory\n"
+         "import os; folder = _weights_directory(None); open(os.path.join(folder, 'w'), 'w').close(); print(folder)"],
+        capture_output=True, text=True, check=True,
+    )
+    folder = made.stdout.strip()
+    assert "two-tower-weights-" in folder and not os.path.exists(folder)
+
+
+def test_weight_files_round_trip_in_chunks_at_a_uri_as_spark_spells_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "CHUNK_BYTES", 7)
+    data = bytes(range(200)) * 3
+    folder = tmp_path / "a folder" / "weights"
+    assert checkpoint_module.write_state(str(folder), data) == str(folder)
+    import pyarrow.parquet as pq
+
+    stored = pq.read_table(folder / checkpoint_module.STATE_FILE)
+    assert stored.num_rows == -(-len(data) // 7) and stored.column("chunk").to_pylist() == list(range(stored.num_rows))
+    uri = (folder / checkpoint_module.STATE_FILE).as_uri()  # file:///…/a%20folder/…, as inputFiles() gives it
+    assert "%20" in uri and checkpoint_module.read_state_files([uri]) == data
 
 
 def test_same_seed_on_one_process_gives_identical_recommendations(data, fitted, fitted_lists):

@@ -1,7 +1,9 @@
 """A two-tower model's weights outside torch: as bytes, as a table, as a hash, and as per-epoch checkpoints.
 
-Weights ↔ bytes ↔ a table of binary chunks (``state_table``/``bytes_from_table``), so a model's weights are
-saved like any other table; ``parameter_hash`` tells whether two processes or two runs ended with the same
+Weights ↔ bytes ↔ a table of binary chunks, so a model's weights are saved like any other table. Rank 0
+writes that table as a parquet file at the end of training (``write_state``), the fitted model reads it with
+Spark, and the tasks that embed users or items read the files themselves (``read_state_files``): the weights
+never pass through the driver. ``parameter_hash`` tells whether two processes or two runs ended with the same
 parameters, bit for bit.
 
 Per-epoch training checkpoints: one file, ``<checkpoint_dir>/checkpoint.pt``, written by rank 0 after
@@ -21,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Sequence
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import torch
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
+from pyspark.sql import DataFrame
 
 from ...errors import OutputWriteError
 from ...storage import write_failure
@@ -37,7 +41,11 @@ FORMAT = 2
 CHUNK = "chunk"
 DATA = "data"
 CHUNK_BYTES = 16 << 20
-STATE_SCHEMA = T.StructType([T.StructField(CHUNK, T.IntegerType(), False), T.StructField(DATA, T.BinaryType(), False)])
+STATE_FILE = "part-00000-weights.parquet"
+# Weights a Python worker keeps between tasks, by their files: two, so that a plan embedding with two models
+# (a merged row's two-tower channels) does not reread them per task. Each is the model's full weights.
+STATE_CACHE_ENTRIES = 2
+_read_states: "OrderedDict[tuple[str, ...], bytes]" = OrderedDict()
 
 
 # -- weights ---------------------------------------------------------------------------------------
@@ -60,13 +68,52 @@ def parameter_hash(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def state_table(spark: SparkSession, data: bytes) -> DataFrame:
-    chunks = [(i, bytearray(data[start : start + CHUNK_BYTES])) for i, start in enumerate(range(0, len(data), CHUNK_BYTES))]
-    return spark.createDataFrame(chunks, STATE_SCHEMA)
-
-
 def bytes_from_table(table: DataFrame) -> bytes:
+    """The weights collected to the driver (``TwoTowerModel.network()``, or a table with no files behind it)."""
     return b"".join(bytes(row[DATA]) for row in table.orderBy(CHUNK).collect())
+
+
+def write_state(directory: str, data: bytes) -> str:
+    """Rank 0: the weights as one parquet file of ``chunk, data`` rows (the ``state`` table) in ``directory``, a
+    path or any URI pyarrow opens; returns ``directory``. A refused write is one ``OutputWriteError`` line."""
+    starts = range(0, len(data), CHUNK_BYTES)
+    table = pa.table(
+        {
+            CHUNK: pa.array(range(len(starts)), pa.int32()),
+            DATA: pa.array([data[start : start + CHUNK_BYTES] for start in starts], pa.large_binary()),
+        },
+        schema=pa.schema([pa.field(CHUNK, pa.int32(), False), pa.field(DATA, pa.large_binary(), False)]),
+    )
+    target = f"{directory.rstrip('/')}/{STATE_FILE}"
+    try:
+        fs, path = open_filesystem(target)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as stream:
+            pq.write_table(table, stream, row_group_size=1)
+    except Exception as error:
+        reason = write_failure(error) or " ".join(f"{type(error).__name__}: {error}".split())
+        raise OutputWriteError(f"could not write the trained weights {target}: {reason}", destination=target) from None
+    return directory
+
+
+def read_state_files(paths: Sequence[str]) -> bytes:
+    """The weights from the files of a ``state`` table (``DataFrame.inputFiles()``), read where this runs: in an
+    executor's Python worker, without the driver. Kept for the next task of the same worker."""
+    key = tuple(sorted(paths))
+    if key in _read_states:
+        _read_states.move_to_end(key)
+        return _read_states[key]
+    chunks: list[tuple[int, bytes]] = []
+    for uri in key:
+        fs, path = open_filesystem(uri)
+        with fs.open_input_file(path) as source:
+            table = pq.read_table(source, columns=[CHUNK, DATA])
+        chunks.extend(zip(table.column(CHUNK).to_pylist(), table.column(DATA).to_pylist()))
+    data = b"".join(chunk for _, chunk in sorted(chunks, key=lambda entry: entry[0]))
+    _read_states[key] = data
+    while len(_read_states) > STATE_CACHE_ENTRIES:
+        _read_states.popitem(last=False)
+    return data
 
 
 # -- per-epoch checkpoints -------------------------------------------------------------------------

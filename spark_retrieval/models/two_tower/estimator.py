@@ -2,8 +2,12 @@
 
 ``fit(train)``: resolve the schema against the data (bad columns fail here, before any work), build
 vocabularies and encoded examples with Spark, write them as parquet under the working directory,
-train on ``num_proc`` processes through the chosen backend, and wrap the weights and the tables
-retrieval needs into a model. DSSM and SimpleX only add their network, loss and parameters.
+train on ``num_proc`` processes through the chosen backend (rank 0 writes the trained weights to storage,
+``_weights_directory``), and wrap the tables retrieval needs, the weights' among them, into a model. Nothing
+that grows with users or interactions reaches the driver: vocabularies are numbered by Spark, and the weights
+are read by Spark and by the embedding tasks from rank 0's file (per-example negative sampling keeps one
+cumulative probability per item there, ``data/sampling.py``: 16 bytes an item). DSSM and SimpleX only add
+their network, loss and parameters.
 
 Parameters: ``TwoTowerParams`` declares the ones every family shares, with their checks (converters from
 ``validation``) and shared defaults; a family's Params mixin (``DSSMParams``, ``SimpleXParams``) adds its
@@ -21,12 +25,14 @@ answering are given up after ``failure_timeout`` seconds.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import shutil
 import tempfile
 import time
+import uuid
 from typing import Any, ClassVar, Iterator
 
 from pyspark.ml.param import Param, Params
@@ -42,7 +48,7 @@ from ...search import Domain
 from ...validation import boolean, check, integer, number, one_of, text, text_list
 from ..base import RetrievalEstimator, param
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import checkpoint_path, read_checkpoint, resumable_epochs, state_table, unusable_because
+from .checkpoint import checkpoint_path, read_checkpoint, resumable_epochs, unusable_because
 from .losses import NEGATIVE_SAMPLING, PER_BATCH, PER_EXAMPLE, SAMPLED_SOFTMAX
 from .model import TwoTowerModel
 from .network import network_spec
@@ -307,6 +313,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         if sampling == PER_BATCH:
             item_id = next(f for f in schema.item if f.name == ITEM_ID)
             sampling_counts = item_index_counts(train, tables.vocabularies[item_id.vocabulary])
+        weights_dir = _weights_directory(self.get("working_dir"))
         try:
             positive_count = positives.count()
             with _working_directory(self.get("working_dir")) as directory:
@@ -321,7 +328,9 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
                 if self.validation_queries is not None:
                     seen = train if self.get("exclude_seen") else None
                     validation = write_validation_file(self.validation_queries, seen, tables, directory)
-                job = self._training_job(spec, files, items_path, example_count, backend, nics, directory, validation)
+                job = self._training_job(
+                    spec, files, items_path, example_count, backend, nics, directory, validation, weights_dir
+                )
                 resumable_epochs(job.checkpoint_dir, job.fingerprint, job.epochs)  # warns about an unusable one
                 launched = time.perf_counter()
                 try:
@@ -329,6 +338,10 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
                 except TrainingFailedError as failure:
                     raise _with_progress(failure, job) from failure
                 trained = time.perf_counter()
+        except BaseException:
+            if not self.get("working_dir"):
+                shutil.rmtree(weights_dir, ignore_errors=True)
+            raise
         finally:
             positives.unpersist()
         root = _root_result(results)
@@ -350,13 +363,13 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
                 "metric": self.get("validation_metric"), "k": self.get("validation_k"),
                 "patience": self.get("patience"), "queries": validation[1],
             }
-        return self._model(train, tables, spec, root.state, training)
+        return self._model(train, tables, spec, root.state_path, training)
 
-    def _model(self, train: DataFrame, tables, spec, state: bytes, training: dict[str, Any]) -> TwoTowerModel:
+    def _model(self, train: DataFrame, tables, spec, state_path: str, training: dict[str, Any]) -> TwoTowerModel:
         model_tables = {f"{TwoTowerModel.VOCABULARY_PREFIX}{n}": v for n, v in tables.vocabularies.items()}
         model_tables[TwoTowerModel.ITEMS] = tables.items
         model_tables[TwoTowerModel.SEEN] = seen_items(train)
-        model_tables[TwoTowerModel.STATE] = state_table(train.sparkSession, state)
+        model_tables[TwoTowerModel.STATE] = train.sparkSession.read.parquet(state_path)
         if tables.users is not None:
             model_tables[TwoTowerModel.USERS] = tables.users
         model = self.model_class(tables=model_tables, metadata={"network": spec, "training": training})
@@ -364,7 +377,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
         return model
 
     def _training_job(
-        self, spec, files, items_path, example_count, backend, nics, directory, validation=None
+        self, spec, files, items_path, example_count, backend, nics, directory, validation=None, weights_dir=None
     ) -> TrainingJob:
         checkpoint_dir = self.get("checkpoint_dir") or (f"{directory}/checkpoints" if self.get("working_dir") else None)
         settings = {
@@ -405,6 +418,7 @@ class TwoTowerEstimator(RetrievalEstimator, TwoTowerParams):
             negative_sampling=self.negative_sampling_used() or PER_EXAMPLE,
             num_negatives=self.get("num_negatives"),
             checkpoint_dir=checkpoint_dir,
+            state_dir=weights_dir,
             nics=nics,
             failure_timeout=self.get("failure_timeout"),
             verbose=self.get("verbose"),
@@ -463,12 +477,23 @@ def fit_phases(data_seconds: float, launch_seconds: float, epochs: list[dict[str
 
 def _root_result(results: list[RankResult]) -> RankResult:
     root = next((r for r in results if r is not None and r.rank == 0), None)
-    if root is None or root.state is None:
+    if root is None or root.state_path is None:
         raise RuntimeError("distributed training returned no result from rank 0")
     own = {r.parameter_hash for r in results if r is not None}
     if len(set(root.parameter_hashes) | own) != 1:
         raise RuntimeError(f"training processes ended with different parameters: {root.parameter_hashes}")
     return root
+
+
+def _weights_directory(working_dir: str | None) -> str:
+    """Where rank 0 writes the trained weights: a folder of its own under ``working_dir`` (kept, like the
+    examples), else a temporary folder removed when this Python process exits. Not sooner: a query plan built
+    from the model (``model.recommend(...)``, lazily evaluated) reads the files after the model object is gone."""
+    if working_dir:
+        return f"{working_dir.rstrip('/')}/weights/{uuid.uuid4().hex}"
+    directory = tempfile.mkdtemp(prefix="two-tower-weights-")
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
 
 
 @contextlib.contextmanager

@@ -5,12 +5,14 @@ item features), ``users`` (raw user side features, when the schema uses any), ``
 user's train items, for ``exclude_seen``) and ``state`` (the torch weights as binary chunks).
 ``metadata["network"]`` rebuilds the network; ``metadata["training"]`` records how it was trained.
 
-Tower outputs for a whole DataFrame are computed with ``mapInPandas`` (``embed``): the weights travel as a
-broadcast, the vectors stay distributed.
+Tower outputs for a whole DataFrame are computed with ``mapInPandas`` (``embed``): each Python worker reads the
+weights from the ``state`` table's files itself (the driver only lists their names), and the vectors stay
+distributed. A fitted model's ``state`` reads the file rank 0 wrote; a loaded one, its saved parquet.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -23,7 +25,7 @@ from pyspark.sql import types as T
 from ...columns import ITEM_ID, QUERY_ID, USER_ID, require_columns
 from ...data.context import SEEN_ITEMS
 from ..base import RetrievalModel
-from .checkpoint import bytes_from_table, state_from_bytes
+from .checkpoint import bytes_from_table, read_state_files, state_from_bytes
 from .network import TwoTowerNetwork, build_network, pin_cpu_capability
 from .schema import CONTEXT, FeatureSchema, encoded_column
 from .training_data import FeatureTables, encode_user_inputs
@@ -75,7 +77,7 @@ class TwoTowerModel(RetrievalModel):
     # -- embeddings ----------------------------------------------------------------------------------
     def item_embeddings(self) -> DataFrame:
         """``item_id, vector: array<float>`` for every catalog item (computed on the executors)."""
-        return embed(self.tables[self.ITEMS], self.network_spec, self._state_broadcast(), "item", keep=[ITEM_ID])
+        return embed(self.tables[self.ITEMS], self.network_spec, self._state_source(), "item", keep=[ITEM_ID])
 
     def user_embeddings(self, queries: DataFrame) -> DataFrame:
         """``[query_id,] user_id, vector`` per row of ``queries`` (``user_id`` and the context columns)."""
@@ -83,7 +85,7 @@ class TwoTowerModel(RetrievalModel):
         keep = ([QUERY_ID] if QUERY_ID in queries.columns else []) + [USER_ID]
         frame = queries.select(*dict.fromkeys(keep + list(self.context_columns())))
         encoded = encode_user_inputs(frame, self._feature_tables(), keep=keep)
-        return embed(encoded, self.network_spec, self._state_broadcast(), "user", keep=keep)
+        return embed(encoded, self.network_spec, self._state_source(), "user", keep=keep)
 
     def _recommend(self, queries: DataFrame, k: int) -> DataFrame:
         from ...retrieval.topk import top_k_inner_product
@@ -109,10 +111,16 @@ class TwoTowerModel(RetrievalModel):
             self._cache["state"] = bytes_from_table(self.tables[self.STATE])
         return self._cache["state"]
 
-    def _state_broadcast(self):
-        if "state_broadcast" not in self._cache:
-            self._cache["state_broadcast"] = _spark().sparkContext.broadcast(self._state_bytes())
-        return self._cache["state_broadcast"]
+    def _state_source(self) -> "StateFiles | Any":
+        """What the embedding tasks load the weights from: the ``state`` table's files; a table with no files
+        behind it (built in memory) is collected and broadcast instead."""
+        if "state_source" not in self._cache:
+            files = self.tables[self.STATE].inputFiles()  # file names only: one per Spark part of the state table
+            if files:
+                self._cache["state_source"] = StateFiles(tuple(files))
+            else:
+                self._cache["state_source"] = _spark().sparkContext.broadcast(self._state_bytes())
+        return self._cache["state_source"]
 
     def _feature_tables(self) -> FeatureTables:
         if "feature_tables" not in self._cache:
@@ -130,8 +138,20 @@ class TwoTowerModel(RetrievalModel):
     def unpersist(self) -> None:
         super().unpersist()
         self._cache.pop("feature_tables", None)  # its vocabularies and items are among self.tables
-        if "state_broadcast" in self._cache:
-            self._cache.pop("state_broadcast").unpersist()
+        source = self._cache.pop("state_source", None)
+        if source is not None and not isinstance(source, StateFiles):
+            source.unpersist()
+
+
+@dataclass(frozen=True)
+class StateFiles:
+    """The weights' parquet files, read by each Python worker that needs them (``value``, like a broadcast)."""
+
+    paths: tuple[str, ...]
+
+    @property
+    def value(self) -> bytes:
+        return read_state_files(self.paths)
 
 
 def _spark() -> SparkSession:
@@ -141,7 +161,8 @@ def _spark() -> SparkSession:
 def embed(frame: DataFrame, spec: dict[str, Any], state: Any, tower: str, keep: list[str]) -> DataFrame:
     """``keep`` columns plus ``vector`` (``array<float>``): the ``tower`` ("user"/"item") output of each row.
 
-    ``frame`` holds the tower's encoded input columns; ``state`` is a broadcast of the weights' bytes.
+    ``frame`` holds the tower's encoded input columns; ``state.value`` gives the weights' bytes where the task
+    runs (``StateFiles``, or a broadcast).
     """
     schema = FeatureSchema.from_dict(spec["schema"])
     inputs = [encoded_column(f) for f in schema.tower(tower)]

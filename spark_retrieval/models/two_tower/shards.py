@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +36,12 @@ def list_parquet_files(directory: str) -> list[tuple[str, int]]:
 
 
 def open_filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and the path in it for a local path or a URI, as Spark spells them too (``file:/…``,
+    percent-encoded; ``s3a://`` is S3)."""
+    if path.startswith("file:"):
+        return pafs.LocalFileSystem(), unquote(urlparse(path).path)
+    if path.startswith(("s3a://", "s3n://")):
+        path = "s3://" + path[len("s3a://"):]
     return pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
 
 

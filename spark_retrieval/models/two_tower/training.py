@@ -3,7 +3,8 @@
 Each rank builds the network from the job's spec, joins the backend's process group, resumes from the
 checkpoint when there is one for this configuration, streams its share of the example files every
 epoch and steps the optimizer on gradients averaged over ranks. Rank 0 reports loss and samples/s to
-stderr and writes a checkpoint after each epoch, then returns the weights.
+stderr and writes a checkpoint after each epoch; at the end it writes the weights as a parquet file under
+the job's ``state_dir`` (``checkpoint.write_state``) and returns where, not the weights.
 
 Everything random is a function of the seed: the initial weights (rank 0's, broadcast), each epoch's
 example order (``seed, epoch``) and in-window shuffle (``seed, epoch, rank``), and dropout (torch's
@@ -50,7 +51,7 @@ import torch
 
 from ...data.sampling import NEGATIVE_ITEMS
 from ...distributed.processes import DEFAULT_FAILURE_TIMEOUT
-from .checkpoint import checkpoint_record, load_checkpoint, parameter_hash, save_checkpoint, state_to_bytes
+from .checkpoint import checkpoint_record, load_checkpoint, parameter_hash, save_checkpoint, state_to_bytes, write_state
 from .epoch_validation import ValidationSet
 from .losses import PER_BATCH, PER_EXAMPLE, BatchNegativeSampler, TrainingObjective, item_feature_columns
 from ...host import cpu_features, cpu_model
@@ -88,6 +89,7 @@ class TrainingJob:
     num_negatives: int | None = None
     shuffle_buffer: int = 65536
     checkpoint_dir: str | None = None
+    state_dir: str | None = None  # where rank 0 writes the trained weights (None: nowhere, e.g. a benchmark)
     nics: Sequence[str] | None = None
     failure_timeout: int = DEFAULT_FAILURE_TIMEOUT
     verbose: bool = True
@@ -103,7 +105,7 @@ class RankResult:
     rank: int
     parameter_hash: str
     parameter_hashes: list[str] = field(default_factory=list)
-    state: bytes | None = None
+    state_path: str | None = None  # rank 0: the directory holding the trained weights' parquet file
     history: list[dict[str, float]] = field(default_factory=list)
     start_epoch: int = 0
     environment: dict[str, Any] = field(default_factory=dict)
@@ -242,7 +244,7 @@ def _train(job: TrainingJob, collective, beat) -> RankResult:
         rank=collective.rank,
         parameter_hash=own_hash,
         parameter_hashes=hashes,
-        state=state_to_bytes(network.state_dict()) if is_root else None,
+        state_path=write_state(job.state_dir, state_to_bytes(network.state_dict())) if is_root and job.state_dir else None,
         history=history if is_root else [],
         start_epoch=start_epoch,
         environment=training_environment(collective.local_size),
