@@ -345,6 +345,26 @@ def reference_data(spark, users: int, items: int, interactions: int, seed: int =
 
 
 # -- records ----------------------------------------------------------------------------------------
+RESULT_PREFIX = "RESULT "
+
+
+def emit_result(result: dict) -> None:
+    """Prints a worker process's result as the one line ``run_worker_process`` reads back."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_worker_process(command: list[str], worker: str) -> dict:
+    """Runs a benchmark's worker ``command`` in a fresh Python process and returns its last emitted result;
+    exits with the worker's last stderr lines when it fails."""
+    import subprocess
+
+    completed = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if completed.returncode != 0 or not lines:
+        sys.exit(f"worker {worker} failed (exit {completed.returncode}):\n" + "\n".join(completed.stderr.splitlines()[-20:]))
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
 def record(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.jsonl"

@@ -26,15 +26,13 @@ peaks at the largest factor with those at the smallest.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from _harness import (add_run_options, ML1M_INTERACTIONS, ML1M_ITEMS, ML1M_USERS, MemorySampler, StageLog,
-                      bench_session, load_average, load_text, median, parse_size, record, reference_data,
-                      runs_text, session_settings, size_label, timed_cpu)
+                      bench_session, emit_result, load_average, load_text, median, parse_size, record, reference_data,
+                      run_worker_process, runs_text, session_settings, size_label, timed_cpu)
 
 K = 20
 
@@ -82,7 +80,7 @@ def run_worker(args) -> None:
             if not Path(path, "metadata.json").exists():
                 estimator.fit(data).save(path)
         spark.stop()
-        print("RESULT {}", flush=True)
+        emit_result({})
         return
 
     from pyspark import StorageLevel
@@ -111,18 +109,14 @@ def run_worker(args) -> None:
     result["jvm_heap_peak_mib"] = StageLog(spark).executor_peaks().get("JVMHeapMemory")
     memory.stop()
     spark.stop()
-    print("RESULT " + json.dumps(result), flush=True)
+    emit_result(result)
 
 
 def child(args, worker: str) -> dict:
     command = [sys.executable, __file__, "--worker", worker, "--runs", str(args.runs), "--seed", str(args.seed),
                "--users", str(args.users), "--items", str(args.items), "--interactions", str(args.interactions),
                "--master", args.master, "--driver-memory", args.driver_memory, "--data-dir", args.data_dir]
-    completed = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    if completed.returncode != 0 or not lines:
-        sys.exit(f"worker {worker} failed (exit {completed.returncode}):\n" + "\n".join(completed.stderr.splitlines()[-20:]))
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_worker_process(command, worker)
 
 
 def main(argv=None) -> None:
