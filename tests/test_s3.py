@@ -97,3 +97,24 @@ def test_cli_benchmark_output_to_s3(spark, tmp_path, capsys):
     keys = [item["Key"] for item in s3.client().list_objects_v2(Bucket="bucket", Prefix="cli/run/")["Contents"]]
     assert sorted(keys) == ["cli/run/results.json", "cli/run/results.md", "cli/run/results.png"]
     assert '"global_hot"' in s3.read_bytes("s3://bucket/cli/run/results.json").decode()
+
+
+def test_example_files_listed_and_read_at_s3a_uris():
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from spark_retrieval.models.two_tower.shards import FileSlice, list_parquet_files, open_filesystem, read_slice
+
+    for part, rows in enumerate((5, 3)):
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"row": list(range(part * 10, part * 10 + rows))}), buffer)
+        s3.write_bytes(f"s3://bucket/examples/part-{part:05d}.parquet", buffer.getvalue())
+    s3.write_bytes("s3://bucket/examples/_SUCCESS", b"")
+
+    files = list_parquet_files("s3a://bucket/examples/")
+    assert files == [("s3a://bucket/examples/part-00000.parquet", 5), ("s3a://bucket/examples/part-00001.parquet", 3)]
+    fs, _ = open_filesystem(files[1][0])
+    rows = [r for batch in read_slice(fs, FileSlice(files[1][0], 1, 3), ["row"], 2) for r in batch.column("row").to_pylist()]
+    assert rows == [11, 12]

@@ -132,6 +132,16 @@ def test_every_row_belongs_to_exactly_one_rank_in_equal_shares(example_files):
         assert sorted(seen) == list(range(21)) and sizes == [7, 7, 7]
 
 
+def test_example_files_listed_at_a_file_uri_with_a_space(tmp_path):
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    pq.write_table(pa.table({"row": np.arange(4, dtype=np.int32)}), str(folder / "part-00000.parquet"))
+    (folder / "_SUCCESS").write_bytes(b"")
+    listed = list_parquet_files(folder.as_uri())  # file:///…/a%20folder, as Spark spells a local working_dir
+    assert listed == [(str(folder / "part-00000.parquet"), 4)]
+    assert list_parquet_files(str(folder)) == listed
+
+
 def test_ranks_run_the_same_number_of_steps(example_files):
     steps = steps_per_epoch(example_files, 2, 4)  # shares of 10 and 11 rows → 3 batches each
     assert steps == 3

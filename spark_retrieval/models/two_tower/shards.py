@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ...s3 import is_s3_uri
+
 
 @dataclass(frozen=True)
 class FileSlice:
@@ -27,21 +29,26 @@ class FileSlice:
 
 
 def list_parquet_files(directory: str) -> list[tuple[str, int]]:
-    """``(path, rows)`` of every data file under ``directory`` (a path or URI), sorted by path."""
-    fs, root = pafs.FileSystem.from_uri(directory) if "://" in directory else (pafs.LocalFileSystem(), directory)
+    """``(path, rows)`` of every data file under ``directory`` (a path or URI), sorted by path; each path
+    opens again through :func:`open_filesystem`."""
+    fs, root = open_filesystem(directory)
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
     names = sorted(i.path for i in infos if i.is_file and i.base_name.endswith(".parquet") and not i.base_name.startswith(("_", ".")))
-    prefix = directory[: len(directory) - len(root)] if "://" in directory else ""
+    if isinstance(fs, pafs.LocalFileSystem):
+        prefix = ""
+    else:  # the scheme and authority the filesystem's paths leave out: "s3a://", "hdfs://namenode:8020"
+        uri = directory.rstrip("/")
+        prefix = uri[: len(uri) - len(root.rstrip("/"))]
     return [(prefix + name, pq.ParquetFile(fs.open_input_file(name)).metadata.num_rows) for name in names]
 
 
 def open_filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and the path in it for a local path or a URI, as Spark spells them too (``file:/…``,
-    percent-encoded; ``s3a://`` is S3)."""
+    percent-encoded; ``s3a://`` and ``s3n://`` are S3)."""
     if path.startswith("file:"):
         return pafs.LocalFileSystem(), unquote(urlparse(path).path)
-    if path.startswith(("s3a://", "s3n://")):
-        path = "s3://" + path[len("s3a://"):]
+    if is_s3_uri(path):
+        path = "s3://" + path.split("://", 1)[1]
     return pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
 
 
