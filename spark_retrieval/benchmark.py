@@ -163,9 +163,8 @@ def run_benchmark(
                     for each_k in ks:
                         at_k[each_k] = model.merge(lists, each_k).persist(StorageLevel.MEMORY_AND_DISK)
                 else:  # every model's top-K is the first K of its longer list (score, then item id)
-                    longest = model.recommend(test, max(ks))
-                    if len(ks) > 1:
-                        longest = longest.persist(StorageLevel.MEMORY_AND_DISK)
+                    # Persisted: the metrics and the coverage read it, and it is made by a whole retrieval.
+                    longest = model.recommend(test, max(ks)).persist(StorageLevel.MEMORY_AND_DISK)
                     if first:  # the merged rows merge this list instead of recommending it again
                         channels.offer_list(model, test, max(ks), longest)
                     at_k = {each_k: longest for each_k in ks}
