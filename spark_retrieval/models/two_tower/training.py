@@ -290,9 +290,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc gives blocks of over 128 KiB back to the kernel when they are freed (it raises that limit
     as it sees larger ones, to 32 MiB at most), and trims the free top of its heap. A step's temporaries then
-    come back as fresh pages that the kernel zeroes one page fault at a time. A 100-negative DSSM step on
-    ml-latest-small took 12,000 page faults and about a fifth of its time that way. Kept in the heap, the
-    blocks are reused: no faults, the same arithmetic. The process's resident memory stays at its peak
+    come back as fresh pages that the kernel zeroes one page fault at a time, every step (a 100-negative DSSM
+    batch's gathered item vectors alone are 26 MB). Kept in the heap, the blocks are reused: no faults, the
+    same arithmetic (BENCHMARKS.md has the epochs before and after). The process's resident memory stays at its peak
     between steps instead of dropping. Returns False where the C library has no ``mallopt`` (not glibc).
     """
     try:
