@@ -158,10 +158,10 @@ class GatheredScores(torch.autograd.Function):
     The forward is autograd's own (``index_select``, then ``einsum``). The backward computes the same numbers
     bit for bit, with less work. Each pair's gradient row ``grad[b, n] · users[b]`` is one exact product, and
     ``scatter_add_`` over a broadcast view of the index adds those rows per item in row order, as
-    ``index_select``'s backward does. Autograd would
-    get the same rows from a batched outer product (``bmm`` with an inner size of 1) and copy them into
-    ``[B, N, D]`` order, and ``index_add_`` under deterministic algorithms copies the index out to their shape
-    for ``scatter_add_`` (in a 100-negative DSSM step: rows of 26 MB, an int64 index of 53 MB).
+    ``index_select``'s backward does. Autograd would get the same rows from a batched outer product (``bmm``
+    with an inner size of 1) and copy them into ``[B, N, D]`` order, and ``index_add_`` under deterministic
+    algorithms copies the index out to their shape for ``scatter_add_`` (in a 100-negative DSSM step: rows of
+    26 MB, an int64 index of 53 MB).
     """
 
     @staticmethod

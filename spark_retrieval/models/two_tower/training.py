@@ -292,8 +292,8 @@ def keep_freed_memory() -> bool:
     as it sees larger ones, to 32 MiB at most), and trims the free top of its heap. A step's temporaries then
     come back as fresh pages that the kernel zeroes one page fault at a time, every step (a 100-negative DSSM
     batch's gathered item vectors alone are 26 MB). Kept in the heap, the blocks are reused: no faults, the
-    same arithmetic (BENCHMARKS.md has the epochs before and after). The process's resident memory stays at its peak
-    between steps instead of dropping. Returns False where the C library has no ``mallopt`` (not glibc).
+    same arithmetic (BENCHMARKS.md has the epochs before and after). The process's resident memory stays at
+    its peak between steps instead of dropping. Returns False where the C library has no ``mallopt`` (not glibc).
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
