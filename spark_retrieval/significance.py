@@ -3,16 +3,17 @@
 Every statistic resamples *queries* (the test set's users), with the Poisson bootstrap: in resample ``b`` the
 query ``q`` gets the weight ``w ~ Poisson(1)``, drawn by inverting the Poisson CDF at a uniform derived from
 ``xxhash64(seed, b, q)``. The weights depend on nothing but (seed, b, query), not on partitioning or row
-order, and the same seed gives every model the same weights, so a paired difference resamples the same
-queries on both sides (a model against itself: exactly 0, interval [0, 0]). All resamples are one
-aggregation (``explode(sequence(-1, B - 1))`` then ``groupBy(b)``; ``b = -1`` is the sample itself, weight
-1): only ``B + 1`` rows of weighted sums (per pair, for several paired comparisons at once) reach the
-driver, never the per-query rows. Each weighted value is
-rounded once to a whole number of 1e-12 units (``RESAMPLE_UNITS``) and summed as a long, exactly, so the
-intervals are the same bytes on any cluster layout (``evaluation.evaluate`` sums at 1e-18 in decimals; whole
-units in longs cost a third of decimal sums in the B-fold aggregation, and move a mean by under 1e-12). The
-long sums fit while a statistic's Σ weight·value stays under 9.2e6 (about 9 million queries of metrics
-≤ 1); beyond, the aggregation returns null and ``ResampleOverflowError`` says so.
+order, and the same seed gives every model the same weights, so a paired difference resamples the same queries
+on both sides (a model against itself: exactly 0, interval [0, 0]). All statistics come from one aggregation:
+the per-query frames are pivoted into one row per query (one shuffle), each query row is copied once per
+resample (``explode(sequence(-1, B - 1))``; ``b = -1`` is the sample itself, weight 1) and gets its weight
+once, and ``groupBy(b)`` sums every statistic's weighted values side by side (a paired difference is a column
+difference within the query's row). Only ``B + 1`` rows of sums reach the driver, never the per-query rows.
+Each weighted value is rounded once to a whole number of 1e-12 units (``RESAMPLE_UNITS``) and summed as a
+long, exactly, so the intervals are the same bytes on any cluster layout (``evaluation.evaluate`` sums at
+1e-18 in decimals; whole units in longs cost a third of decimal sums in the B-fold aggregation, and move a
+mean by under 1e-12). The long sums fit while a statistic's Σ weight·value stays under 9.2e6 (about 9 million
+queries of metrics ≤ 1); beyond, the aggregation returns null and ``ResampleOverflowError`` says so.
 
 The interval is the percentile interval: the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
 quantiles (linear interpolation between order statistics) of the ``B`` resampled means
@@ -42,6 +43,7 @@ HEADLINE_METRIC = "recall"
 RESAMPLE_UNITS = 10**12
 """weight·value per query and resample is rounded to a whole number of these units (1e-12) and summed as a long."""
 _UNIFORM_BITS = 53
+_CODEGEN_FIELDS = "spark.sql.codegen.maxFields"
 
 
 class ResampleOverflowError(UserError, ArithmeticError):
@@ -95,25 +97,45 @@ def _check(resamples: int, confidence: float) -> None:
         raise InvalidParameterError(f"confidence must be a float in (0, 1), got {confidence!r}")
 
 
+def query_table(frames: Sequence[DataFrame], columns: Sequence[str]) -> DataFrame:
+    """Lazy: one row per query of any of ``frames`` (one shuffle): ``query_id`` and, per frame ``i``,
+    ``{i}_present`` (true where the frame holds the query, null elsewhere) and ``{i}_{column}`` per column."""
+    parts = []
+    for index, frame in enumerate(frames):
+        require_columns(frame, (QUERY_ID, *columns), "per-query metrics")
+        parts.append(frame.select(QUERY_ID, F.lit(index).alias("_frame"), *columns))
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    return union.groupBy(QUERY_ID).pivot("_frame", list(range(len(frames)))).agg(
+        F.first(F.lit(True)).alias("present"), *[F.first(name).alias(name) for name in columns]
+    )
+
+
 def resampled_sums(
-    frame: DataFrame, columns: Sequence[str], resamples: int, seed: int, keys: Sequence[str] = ()
+    table: DataFrame, statistics: Sequence[tuple[int, ...]], columns: Sequence[str], resamples: int, seed: int
 ) -> DataFrame:
-    """Lazy: one row per resample ``_b`` in ``-1 .. resamples - 1`` (and per value of the ``keys`` columns)
-    with ``_w`` = Σ weights and, per column, the exact Σ weight·value in ``RESAMPLE_UNITS`` (null when it
-    overflows a long). ``_b = -1`` weighs every query 1 (the sample's own sums)."""
-    require_columns(frame, (QUERY_ID, *keys, *columns), "per-query metrics")
-    exploded = frame.select(
-        QUERY_ID, *keys, *columns, F.explode(F.sequence(F.lit(-1), F.lit(resamples - 1))).alias("_b")
-    )
+    """Lazy: one row per resample ``_b`` in ``-1 .. resamples - 1`` of ``table`` (``query_table``'s rows);
+    per statistic ``s``, ``(i,)`` (frame ``i``'s values) or ``(i, j)`` (frame ``i`` minus frame ``j`` on the
+    queries both hold), ``_w{s}`` = Σ weights and, per column, ``_{s}_{column}`` = the exact Σ weight·value in
+    ``RESAMPLE_UNITS`` (null when it overflows a long). ``_b = -1`` weighs every query 1 (the sample's own
+    sums). Each query's weight is drawn once per resample, whatever the number of statistics."""
+    exploded = table.select("*", F.explode(F.sequence(F.lit(-1), F.lit(resamples - 1))).alias("_b"))
     weight = F.when(F.col("_b") < 0, F.lit(1)).otherwise(poisson_weight(seed, F.col("_b"), F.col(QUERY_ID)))
-    weighted = exploded.select(*keys, "_b", weight.alias("_w"), *columns).where(F.col("_w") > 0)
-    return weighted.groupBy(*keys, "_b").agg(
-        F.sum(F.col("_w").cast("long")).alias("_w"),
-        *[
-            F.try_sum(F.rint(F.col(name) * F.col("_w") * float(RESAMPLE_UNITS)).cast("long")).alias(name)
-            for name in columns
-        ],
-    )
+    weighted = exploded.select("*", weight.alias("_w")).where(F.col("_w") > 0)
+    sums = []
+    for number, frames in enumerate(statistics):
+        present = F.col(f"{frames[0]}_present").isNotNull()
+        for other in frames[1:]:
+            present = present & F.col(f"{other}_present").isNotNull()
+        sums.append(F.sum(F.when(present, F.col("_w").cast("long"))).alias(f"_w{number}"))
+        for name in columns:
+            value = F.col(f"{frames[0]}_{name}")
+            for other in frames[1:]:
+                value = value - F.col(f"{other}_{name}")
+            units = F.rint(value * F.col("_w") * float(RESAMPLE_UNITS)).cast("long")
+            sums.append(F.try_sum(F.when(present, units)).alias(f"_{number}_{name}"))
+    return weighted.groupBy("_b").agg(*sums)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -126,33 +148,46 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * fraction
 
 
-def _means_by(
-    frame: DataFrame, columns: Sequence[str], resamples: int, seed: int, key: str | None = None
-) -> dict[Any, tuple[dict, list[dict]]]:
-    """Per value of the ``key`` column (``{None: …}`` without one), from one aggregation: (the sample's means and
-    query count, the resamples' means); only these rows reach the driver."""
-    keys = [key] if key else []
-    rows = resampled_sums(frame, columns, resamples, seed, keys).collect()  # (resamples + 1) per key value
-    samples: dict[Any, dict] = {}
-    draws: dict[Any, list] = {}
-    for row in rows:
-        group = row[key] if key else None
-        if any(row[name] is None for name in columns):
-            raise ResampleOverflowError(
-                "bootstrap sums overflow a long at 1e-12 resolution: a statistic's Σ weight·value passed 9.2e6 "
-                "(too many queries, or metric values far above 1); run without intervals (--bootstrap 0)"
-            )
-        means = {name: float(Decimal(row[name]) / RESAMPLE_UNITS / row["_w"]) for name in columns}
-        if row["_b"] < 0:
-            samples[group] = {**means, "queries": int(row["_w"])}
+def _means(
+    frames: Sequence[DataFrame], statistics: Sequence[tuple[int, ...]], columns: Sequence[str], resamples: int, seed: int
+) -> list[tuple[dict, list[dict]] | None]:
+    """Per statistic (see ``resampled_sums``), from one aggregation: (the sample's means and query count, the
+    resamples' means in resample order), or None where the statistic has no query; only ``resamples + 1``
+    rows reach the driver."""
+    spark = frames[0].sparkSession
+    # Whole-stage code generation stops at 100 fields per operator by default; this aggregation's partial
+    # sums have up to 2 fields (try_sum's sum and flag) per column and statistic, and interpreted they run
+    # about twice as slow. Results do not depend on it.
+    previous = spark.conf.get(_CODEGEN_FIELDS, None)
+    widest = 3 + 2 * (1 + len(columns)) * max(len(frames), len(statistics))
+    spark.conf.set(_CODEGEN_FIELDS, str(max(100, widest)))
+    try:
+        rows = resampled_sums(query_table(frames, columns), statistics, columns, resamples, seed).collect()
+    finally:
+        if previous is None:
+            spark.conf.unset(_CODEGEN_FIELDS)
         else:
-            draws.setdefault(group, []).append((row["_b"], means))
-    if not samples or set(draws) - set(samples):
-        raise EmptyDataError("no queries to bootstrap over")
-    return {
-        group: (sample, [means for _, means in sorted(draws.get(group, []), key=lambda draw: draw[0])])
-        for group, sample in samples.items()
-    }
+            spark.conf.set(_CODEGEN_FIELDS, previous)
+    rows.sort(key=lambda row: row["_b"])
+    results: list[tuple[dict, list[dict]] | None] = []
+    for number in range(len(statistics)):
+        sample, draws = None, []
+        for row in rows:
+            weights = row[f"_w{number}"]
+            if not weights:  # no query of this statistic drawn in this resample: skipped
+                continue
+            if any(row[f"_{number}_{name}"] is None for name in columns):
+                raise ResampleOverflowError(
+                    "bootstrap sums overflow a long at 1e-12 resolution: a statistic's Σ weight·value passed "
+                    "9.2e6 (too many queries, or metric values far above 1); run without intervals (--bootstrap 0)"
+                )
+            means = {name: float(Decimal(row[f"_{number}_{name}"]) / RESAMPLE_UNITS / weights) for name in columns}
+            if row["_b"] < 0:
+                sample = {**means, "queries": int(weights)}
+            else:
+                draws.append(means)
+        results.append(None if sample is None else (sample, draws))
+    return results
 
 
 def _interval(draws: list[dict], name: str, confidence: float) -> tuple[float, float]:
@@ -213,41 +248,34 @@ def bootstrap_many(
     _check(resamples, confidence)
     if not samples and not pairs:
         return {}, {}
-    parts = []
-    sample_labels, pair_labels = list(samples), list(pairs)
-    for index, label in enumerate(sample_labels):
-        per_query = samples[label]
-        require_columns(per_query, (QUERY_ID, *metrics), "per-query metrics")
-        parts.append(per_query.select(F.lit(index).alias("_part"), QUERY_ID, *metrics))
-    for index, label in enumerate(pair_labels, start=len(sample_labels)):
-        per_query, baseline = pairs[label]
-        require_columns(baseline, (QUERY_ID, *metrics), "baseline per-query metrics")
-        require_columns(per_query, (QUERY_ID, *metrics), "per-query metrics")
-        ours = per_query.select(QUERY_ID, *[F.col(name).alias(f"_a_{name}") for name in metrics])
-        theirs = baseline.select(QUERY_ID, *[F.col(name).alias(f"_b_{name}") for name in metrics])
-        parts.append(ours.join(theirs, QUERY_ID, "inner").select(
-            F.lit(index).alias("_part"),
-            QUERY_ID,
-            *[(F.col(f"_a_{name}") - F.col(f"_b_{name}")).alias(name) for name in metrics],
-        ))
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionByName(part)
-    means = _means_by(union, list(metrics), resamples, seed, key="_part")
+    frames: list[DataFrame] = []  # each distinct DataFrame once: a row's frame serves its interval and its pairs
+    position: dict[int, int] = {}
+
+    def frame_index(frame: DataFrame, what: str) -> int:
+        require_columns(frame, (QUERY_ID, *metrics), what)
+        if id(frame) not in position:
+            position[id(frame)] = len(frames)
+            frames.append(frame)
+        return position[id(frame)]
+
+    statistics = [(frame_index(frame, "per-query metrics"),) for frame in samples.values()]
+    for per_query, baseline in pairs.values():
+        statistics.append((frame_index(per_query, "per-query metrics"), frame_index(baseline, "baseline per-query metrics")))
+    means = _means(frames, statistics, list(metrics), resamples, seed)
     intervals = {}
-    for index, label in enumerate(sample_labels):
-        if index not in means:
+    for label, found in zip(samples, means):
+        if found is None:
             raise EmptyDataError(f"no queries to bootstrap over ({label})")
-        sample, draws = means[index]
+        sample, draws = found
         intervals[label] = {}
         for name in metrics:
             low, high = _interval(draws, name, confidence)
             intervals[label][name] = {"value": sample[name], "ci_low": low, "ci_high": high}
     differences = {}
-    for index, label in enumerate(pair_labels, start=len(sample_labels)):
-        if index not in means:
+    for label, found in zip(pairs, means[len(samples):]):
+        if found is None:
             raise EmptyDataError(f"no queries to bootstrap over ({label} and its baseline share none)")
-        sample, draws = means[index]
+        sample, draws = found
         result = {}
         for name in metrics:
             low, high = _interval(draws, name, confidence)
