@@ -135,6 +135,7 @@ def run_benchmark(
     per_query_of: dict[str, DataFrame] = {}  # each row's per-query metrics, kept for the paired comparisons
     per_query_longer: dict[str, dict[int, DataFrame]] = {}  # the same at the longer K (merged rows vs channels)
     channels = ChannelCache(train, progress)  # fits and lists the merged rows share with the single rows
+    list_metrics: list[tuple[DataFrame, dict[int, dict[str, float]]]] = []  # a shared list's metrics per K
     wanted = merged_channel_keys(models, seeds[0], tuned, positive_threshold, side_tables)
     try:
         for name in models:
@@ -186,10 +187,21 @@ def run_benchmark(
                         "coverage": catalog_coverage(at_k[each_k], catalog, each_k),
                     }
                 recommend_seconds = time.perf_counter() - started
+                at_each_k = {k: metrics, **longer}
+                if lists is None and first and channels.holds_list(longest):
+                    list_metrics.append((longest, at_each_k))
                 analysis: dict[int, dict[str, Any]] = {}
                 if lists is not None and first:
                     progress(f"analysing the channels of {name}")
-                    analysis = {each_k: channel_analysis(lists, test, each_k, merged=at_k[each_k]) for each_k in ks}
+                    known = {channel: by_k for channel, frame in lists.items() for kept, by_k in list_metrics if kept is frame}
+                    analysis = {
+                        each_k: channel_analysis(
+                            lists, test, each_k, merged=at_k[each_k],
+                            known={channel: by_k[each_k] for channel, by_k in known.items()},
+                            merged_metrics=at_each_k[each_k],
+                        )
+                        for each_k in ks
+                    }
                 for frame in {id(f): f for f in at_k.values()}.values():
                     if not channels.holds_list(frame):
                         frame.unpersist()

@@ -19,20 +19,26 @@ from .retrieval.merge import CHANNEL, PROVENANCE, channel_candidates
 
 
 def channel_analysis(
-    lists: Mapping[str, DataFrame], test: DataFrame, k: int, merged: DataFrame | None = None
+    lists: Mapping[str, DataFrame],
+    test: DataFrame,
+    k: int,
+    merged: DataFrame | None = None,
+    known: Mapping[str, Mapping[str, float]] | None = None,
+    merged_metrics: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Per channel (top ``k`` of each list): ``recall``, ``ndcg``, ``hit_queries`` (test queries with a relevant
     item in the list), ``unique_hits`` (queries that this channel hits and no other does); per pair, ``overlap``:
     the mean Jaccard similarity of the two top-``k`` item sets over the queries where either is non-empty.
     With ``merged`` (``retrieval.merge`` output), per channel ``merged_share`` (the fraction of merged slots
     whose item this channel returned) and ``sole_share`` (returned by this channel alone), and the merged list's
-    own ``recall`` and ``ndcg``.
+    own ``recall`` and ``ndcg``. ``known`` (channel → ``evaluation.mean_metrics`` of its list at ``k`` on this
+    ``test``) and ``merged_metrics`` (the same of ``merged``): figures the caller already has, not computed again.
     """
     require_columns(test, (QUERY_ID, ITEM_ID), "test")
     names = list(lists)
     channels: dict[str, dict[str, Any]] = {}
     for name, frame in lists.items():
-        metrics = mean_metrics(per_query_metrics(frame, test, k))
+        metrics = (known or {}).get(name) or mean_metrics(per_query_metrics(frame, test, k))
         channels[name] = {"recall": metrics["recall"], "ndcg": metrics["ndcg"], "hit_queries": 0, "unique_hits": 0}
 
     candidates = channel_candidates(lists, k)
@@ -45,7 +51,8 @@ def channel_analysis(
 
     result: dict[str, Any] = {"k": k, "channels": channels, "overlap": overlap(candidates, names)}
     if merged is not None:
-        result["merged"] = {key: value for key, value in mean_metrics(per_query_metrics(merged, test, k)).items() if key in ("recall", "ndcg")}
+        own = merged_metrics or mean_metrics(per_query_metrics(merged, test, k))
+        result["merged"] = {key: own[key] for key in ("recall", "ndcg")}
         for name, share in merged_shares(merged, names, k).items():
             channels[name].update(share)
     return result

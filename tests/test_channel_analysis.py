@@ -58,6 +58,19 @@ def test_unique_hits_overlap_and_shares_match_a_brute_force_count(random_lists):
     assert got["merged"]["recall"] == pytest.approx(sum(recall) / len(labels))  # queries without a list count 0
 
 
+def test_figures_the_caller_already_has_are_taken_not_computed_again(random_lists):
+    names, _, _, frames, test = random_lists
+    merged = merge_lists(frames, K, "rrf")
+    computed = channel_analysis(frames, test, K, merged=merged)
+    known = {name: {key: computed["channels"][name][key] for key in ("recall", "ndcg")} for name in names[:2]}
+    assert channel_analysis(frames, test, K, merged=merged, known=known, merged_metrics=computed["merged"]) == computed
+    marked = channel_analysis(frames, test, K, merged=merged, known={"a": {"recall": -1.0, "ndcg": -2.0}},
+                              merged_metrics={"recall": -3.0, "ndcg": -4.0, "map": 0.5})
+    assert (marked["channels"]["a"]["recall"], marked["channels"]["a"]["ndcg"]) == (-1.0, -2.0)
+    assert marked["channels"]["b"]["recall"] == computed["channels"]["b"]["recall"]
+    assert marked["merged"] == {"recall": -3.0, "ndcg": -4.0}
+
+
 def test_merged_rows_in_the_benchmark_share_fits_and_report_their_channels(spark, tmp_path, monkeypatch):
     rows = [(u, 10 + (u * 5 + t * (1 + u % 3)) % 23, float(1 + (u + t) % 5), t) for u in range(30) for t in range(10)]
     ratings = spark.createDataFrame(rows, "user_id long, item_id long, rating double, timestamp long")
