@@ -69,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="rerun phases already recorded")
     parser.add_argument("--java-blas", action="store_true", help="MLlib's pure-Java BLAS even where OpenBLAS is installed")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds one phase may take")
+    parser.add_argument("--epochs", type=int, help="two-tower phases: this many epochs instead of the row's preset "
+                        "(a per-epoch cost where the preset's epochs would take hours; recorded with the result)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # "size:phase", run in a child process
     return parser.parse_args(argv)
 
@@ -117,7 +119,8 @@ def run_worker(args) -> None:
     train = spark.read.parquet(str(folder / "train")).persist(StorageLevel.MEMORY_AND_DISK)
     test = spark.read.parquet(str(folder / "test")).persist(StorageLevel.MEMORY_AND_DISK)
     result["train_events"], result["test_queries"] = train.count(), test.count()
-    action = phase_action(phase, spark, train, test, folder)
+    trainings = []
+    action = phase_action(phase, spark, train, test, folder, args.epochs, trainings)
     runs, cpu, loads, stage_runs = [], [], [], []
     memory.reset()
     for run in range(args.runs):
@@ -131,6 +134,8 @@ def run_worker(args) -> None:
     peaks = stages.executor_peaks()
     result.update(runs_s=runs, cpu_s=cpu, run_loads=loads, memory_mib=memory.peaks_mib(), stages=stage_runs[middle],
                   jvm_heap_peak_mib=peaks.get("JVMHeapMemory"), executor_metrics_mib=peaks)
+    if trainings:
+        result.update(epochs=trainings[middle]["epochs"], training_seconds=[t["seconds"] for t in trainings])
     if phase == "item_cf":
         write_item_cf_lists(spark, train, test, folder)
     from spark_retrieval.session import blas_in_use
@@ -139,7 +144,8 @@ def run_worker(args) -> None:
     emit(result, memory, spark)
 
 
-def phase_action(phase: str, spark, train, test, folder: Path):
+def phase_action(phase: str, spark, train, test, folder: Path, epochs: int | None = None,
+                 trainings: list | None = None):
     from spark_retrieval.evaluation import evaluate
     from spark_retrieval.models import ALS, ItemCF, Swing
 
@@ -159,9 +165,14 @@ def phase_action(phase: str, spark, train, test, folder: Path):
     if phase in TWO_TOWER_PHASES:
         from spark_retrieval.models.registry import build_estimator
 
+        params = {"epochs": epochs} if epochs else None
+
         def fit_and_recommend():
-            model = build_estimator(phase, 0, verbose=False).fit(train)
+            estimator = build_estimator(phase, 0, params=params, verbose=False)
+            model = estimator.fit(train)
             model.recommend(test, K).count()
+            if trainings is not None:
+                trainings.append({"epochs": estimator.get("epochs"), "seconds": model.metadata["training"]["seconds"]})
             model.unpersist()
         return fit_and_recommend
     if phase == "evaluate":
@@ -194,7 +205,8 @@ def load_results(path: Path) -> dict:
 def run_phase(args, size_text: str, phase: str) -> dict:
     command = [sys.executable, __file__, "--worker", f"{size_text}:{phase}", "--runs", str(args.runs),
                "--seed", str(args.seed), "--master", args.master, "--driver-memory", args.driver_memory,
-               "--data-dir", args.data_dir] + (["--java-blas"] if args.java_blas else [])
+               "--data-dir", args.data_dir] + (["--java-blas"] if args.java_blas else []) + (
+                  ["--epochs", str(args.epochs)] if args.epochs else [])
     started = load_average()
     start = time.perf_counter()
     # Own process group, so a phase past --timeout is killed with its JVM and Python workers.
@@ -229,6 +241,8 @@ def print_phase(size_text: str, phase: str, result: dict) -> None:
     print(f"{size_text} {phase}: median {median(result['runs_s']):.1f} s (runs {runs}; CPU s {cpu}); peak RSS driver python "
           f"{memory['driver_python']} MiB, JVM {memory['jvm']} MiB, Python workers {memory['python_workers']} MiB, "
           f"total {memory['total']} MiB; loads {result.get('run_loads')}; BLAS {result.get('blas', '?')}", flush=True)
+    for seconds in result.get("training_seconds", []):
+        print(f"  {result['epochs']} epochs: " + ", ".join(f"{key} {value:.1f} s" for key, value in seconds.items()), flush=True)
     for line in stage_lines(result.get("stages", {})):
         print(line, flush=True)
 
@@ -250,12 +264,26 @@ def table(results: dict) -> list[str]:
             train_events = entry.get("train_events") or data.get("counts", {}).get("train_events", "")
             cpu = f"{median(entry['cpu_s']):.1f}" if entry.get("cpu_s") else ""
             lines.append(
-                f"| {size_text} | {entry['users']:,} × {entry['items']:,} | {train_events:,} | {phase} | "
+                f"| {size_text} | {entry['users']:,} × {entry['items']:,} | {train_events:,} | {phase_name(phase, entry)} | "
                 f"{median(entry['runs_s']):.1f} | {', '.join(f'{v:.1f}' for v in entry['runs_s'])} | {cpu} | "
                 f"{memory['jvm']:,} / {memory['python_workers']:,} / {memory['driver_python']:,} / {memory['total']:,} | "
                 f"{entry.get('jvm_heap_peak_mib') or ''} | {loads} |"
             )
     return lines
+
+
+def epochs_of(phase: str, entry: dict) -> int | None:
+    """A two-tower phase's epochs (results recorded before ``--epochs`` existed ran the row's preset)."""
+    if phase not in TWO_TOWER_PHASES:
+        return None
+    from spark_retrieval.models.registry import build_estimator
+
+    return entry.get("epochs") or build_estimator(phase).get("epochs")
+
+
+def phase_name(phase: str, entry: dict) -> str:
+    epochs = epochs_of(phase, entry)
+    return f"{phase} ({epochs} epoch{'' if epochs == 1 else 's'})" if epochs else phase
 
 
 def main(argv=None) -> None:
@@ -297,7 +325,7 @@ def growth_ratios(results: dict) -> str:
     parts = []
     for phase in PHASES[1:]:
         a, b = results[small].get(phase), results[large].get(phase)
-        if a and b and not a.get("failed") and not b.get("failed"):
+        if a and b and not a.get("failed") and not b.get("failed") and epochs_of(phase, a) == epochs_of(phase, b):
             parts.append(f"{phase} {median(b['runs_s']) / median(a['runs_s']):.1f}x")
     factor = parse_size(large) / parse_size(small)
     return f"time growth {large}/{small} ({factor:g}x the interactions): " + ", ".join(parts)
