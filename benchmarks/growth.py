@@ -242,7 +242,7 @@ def print_phase(size_text: str, phase: str, result: dict) -> None:
           f"{memory['driver_python']} MiB, JVM {memory['jvm']} MiB, Python workers {memory['python_workers']} MiB, "
           f"total {memory['total']} MiB; loads {result.get('run_loads')}; BLAS {result.get('blas', '?')}", flush=True)
     for seconds in result.get("training_seconds", []):
-        print(f"  {result['epochs']} epochs: " + ", ".join(f"{key} {value:.1f} s" for key, value in seconds.items()), flush=True)
+        print(f"  {phase_name(phase, result)}: " + ", ".join(f"{key} {value:.1f} s" for key, value in seconds.items()), flush=True)
     for line in stage_lines(result.get("stages", {})):
         print(line, flush=True)
 
